@@ -1,0 +1,87 @@
+"""The schema registry: every XML schema the hub speaks, compiled once at start-up.
+
+Validation runs on lxml's compiled schema (libxml2, fast). Only when a document fails is it run through
+xmlschema as well, whose errors name the exact element path (`/ECI101Message/PendingPolicy/enterprise/uscc`)
+where libxml2 only gives a line. This package imports nothing of the hub.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import xmlschema
+from lxml import etree
+
+SCHEMA_DIR = Path(__file__).parent
+
+
+class SchemaLoadError(Exception):
+    """A schema that cannot be compiled; the message is one line naming the file and the fault."""
+
+
+@dataclass(frozen=True)
+class SchemaProblem:
+    path: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class SchemaSource:
+    name: str  # e.g. "eci": the family of namespaces
+    version: str
+    namespace: str
+    path: Path
+
+
+class CompiledSchema:
+    def __init__(self, source: SchemaSource) -> None:
+        self.source = source
+        try:
+            self._lxml = etree.XMLSchema(etree.parse(str(source.path)))
+        except (OSError, etree.XMLSchemaParseError, etree.XMLSyntaxError) as exc:
+            raise SchemaLoadError(f"schema {source.path}: {_first_line(exc)}") from exc
+
+    @cached_property
+    def _detail(self) -> xmlschema.XMLSchema:
+        return xmlschema.XMLSchema(str(self.source.path))
+
+    def problems(self, root: etree._Element) -> list[SchemaProblem]:
+        """Every way `root` breaks the schema, each with its element path; empty when it is valid."""
+        if self._lxml.validate(root):
+            return []
+        found = [SchemaProblem(e.path or "", e.reason or e.message) for e in self._detail.iter_errors(root)]
+        if not found:  # the two validators disagree: trust libxml2's verdict, report its words
+            found = [SchemaProblem("", e.message) for e in self._lxml.error_log]
+        return found
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]
+
+
+class SchemaRegistry:
+    """Compiled schemas by namespace. Compiling happens in the constructor, so a broken schema stops start-up."""
+
+    def __init__(self, sources: list[SchemaSource]) -> None:
+        self._by_namespace = {s.namespace: CompiledSchema(s) for s in sources}
+        self._by_name = {f"{s.name}/{s.version}": self._by_namespace[s.namespace] for s in sources}
+
+    def get(self, name_and_version: str) -> CompiledSchema:
+        """The schema named like "eci/1.0"; KeyError names the ones there are."""
+        try:
+            return self._by_name[name_and_version]
+        except KeyError:
+            raise KeyError(f"no schema {name_and_version!r}; the hub has {', '.join(sorted(self._by_name))}") from None
+
+    def for_namespace(self, namespace: str) -> CompiledSchema | None:
+        return self._by_namespace.get(namespace)
+
+    def namespaces(self) -> list[str]:
+        return sorted(self._by_namespace)
+
+
+ECI_1_0 = SchemaSource("eci", "1.0", "urn:sw-eci-hub:insurer:1.0", SCHEMA_DIR / "eci" / "1.0" / "eci.xsd")
+HUB_SCHEMAS = [ECI_1_0]

@@ -1,0 +1,85 @@
+"""The drop-folder channel, the E-Port clients' own convention.
+
+Under the partner's root: `in/` what the partner sends the hub, `out/` what the hub delivers, `archive/`
+inputs processed, `rejected/` inputs refused (each beside NAME.error.json), and `intake/` inputs the hub has
+taken but not yet settled. Writers write NAME.tmp and rename; the hub ignores .tmp files and writes the same
+way, so nobody ever reads half a file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from hub.channels import ClaimedInput
+from hub.store import new_id
+
+TMP_SUFFIX = ".tmp"
+_SEP = "__"
+
+
+def write_atomically(path: Path, payload: bytes) -> None:
+    tmp = path.with_name(path.name + TMP_SUFFIX)
+    with open(tmp, "wb") as f:
+        f.write(payload)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class FolderChannel:
+    def __init__(self, partner: str, root: Path) -> None:
+        self.partner = partner
+        self.root = root
+        self.inbox = root / "in"
+        self.outbox = root / "out"
+        self.archive = root / "archive"
+        self.rejected = root / "rejected"
+        self.intake = root / "intake"
+        for folder in (self.inbox, self.outbox, self.archive, self.rejected, self.intake):
+            folder.mkdir(parents=True, exist_ok=True)
+
+    def poll(self) -> list[ClaimedInput]:
+        claimed = []
+        for entry in sorted(self._waiting(), key=lambda e: (e.stat().st_mtime_ns, e.name)):
+            hub_id = new_id()
+            target = self.intake / f"{hub_id}{_SEP}{entry.name}"
+            try:
+                os.rename(entry.path, target)  # atomic: if another hub process took it first, this fails
+            except FileNotFoundError:
+                continue
+            claimed.append(ClaimedInput(hub_id, self.partner, entry.name, target, target.stat().st_size))
+        return claimed
+
+    def _waiting(self) -> list[os.DirEntry[str]]:
+        with os.scandir(self.inbox) as entries:
+            return [
+                e for e in entries
+                if e.is_file(follow_symlinks=False) and not e.name.endswith(TMP_SUFFIX) and not e.name.startswith(".")
+            ]
+
+    def recover(self) -> list[ClaimedInput]:
+        found = []
+        for path in sorted(self.intake.iterdir()):
+            hub_id, sep, name = path.name.partition(_SEP)
+            if sep and path.is_file():
+                found.append(ClaimedInput(hub_id, self.partner, name, path, path.stat().st_size))
+        return found
+
+    def deliver(self, name: str, payload: bytes) -> None:
+        write_atomically(self.outbox / name, payload)
+
+    def settle(self, claimed_name: str, hub_id: str, accepted: bool, error: dict[str, Any] | None) -> None:
+        source = self.intake / f"{hub_id}{_SEP}{claimed_name}"
+        if not source.exists():
+            return  # settled before a crash interrupted the bookkeeping
+        folder = self.archive if accepted else self.rejected
+        target = folder / claimed_name
+        if target.exists():  # the same name was sent before: keep both, this one marked with its hub id
+            target = folder / f"{hub_id}{_SEP}{claimed_name}"
+        if error is not None:
+            report = json.dumps({"hubId": hub_id, "file": claimed_name, **error}, ensure_ascii=False, indent=2)
+            write_atomically(target.with_name(target.name + ".error.json"), report.encode())
+        os.replace(source, target)

@@ -1,0 +1,80 @@
+"""`python run_hub.py [--config PATH] [command]`: run (the default), demo, schemas DIR."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import signal
+import sys
+from pathlib import Path
+from types import FrameType
+
+from hub.config import ConfigError, load_config
+from hub.schemas import SCHEMA_DIR, SchemaLoadError
+
+EXIT_BAD_CONFIG = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="run_hub.py", description="Single Window export-credit-insurance hub")
+    parser.add_argument("--config", type=Path, help="config file (default: config/hub.toml)")
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    commands = parser.add_subparsers(dest="command")
+    commands.add_parser("run", help="run the hub until stopped (the default)")
+    commands.add_parser("demo", help="play the whole underwriting conversation through a hub in a temporary folder")
+    schemas = commands.add_parser("schemas", help="write the platform JSON Schemas and the XML schemas to DIR")
+    schemas.add_argument("dir", type=Path)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", stream=sys.stderr
+    )
+    try:
+        if args.command == "schemas":
+            return write_schemas(args.dir)
+        if args.command == "demo":
+            from hub.demo import run_demo
+
+            return run_demo()
+        return run(args.config)
+    except (ConfigError, SchemaLoadError) as exc:
+        print(f"hub: {exc}", file=sys.stderr)
+        return EXIT_BAD_CONFIG
+
+
+def run(config_path: Path | None) -> int:
+    from hub.app import Hub
+
+    hub = Hub(load_config(config_path))
+
+    def _stop(signum: int, _frame: FrameType | None) -> None:
+        logging.getLogger("hub").info("signal %d: stopping", signum)
+        hub.request_stop()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    hub.start()
+    hub.wait()
+    hub.stop()
+    return 0
+
+
+def write_schemas(target: Path) -> int:
+    from hub.mappers.platform_json import platform_json_schemas
+
+    platform = target / "platform"
+    platform.mkdir(parents=True, exist_ok=True)
+    for name, schema in platform_json_schemas().items():
+        (platform / f"{name}.schema.json").write_text(json.dumps(schema, ensure_ascii=False, indent=2) + "\n")
+    for xsd in SCHEMA_DIR.rglob("*.xsd"):
+        dest = target / "xml" / xsd.relative_to(SCHEMA_DIR)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(xsd, dest)
+    print(f"wrote {len(list(platform.iterdir()))} platform JSON Schemas to {platform} and the XML schemas to "
+          f"{target / 'xml'}")
+    return 0

@@ -1,0 +1,46 @@
+"""Turning pydantic's validation errors into field errors that name the field as the input spelled it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from pydantic import ValidationError
+
+from hub.errors import FIELD_INVALID, SCHEMA_VIOLATION, ErrorCode, FieldError, HubError
+
+# Errors that are about the message's shape rather than a business rule.
+_SHAPE_ERRORS = {"missing", "extra_forbidden", "model_type", "list_type", "dict_type", "model_attributes_type"}
+
+
+def _short(msg: str) -> str:
+    return msg.removeprefix("Value error, ")
+
+
+def hub_error_from_validation(
+    exc: ValidationError,
+    path_of: Callable[[Sequence[int | str]], str],
+    *,
+    message_id: str | None = None,
+    message_type: str | None = None,
+) -> HubError:
+    """One HubError listing every field problem; its code is that of the first problem."""
+    problems: list[tuple[ErrorCode, FieldError]] = []
+    for err in exc.errors(include_url=False):
+        kind: ErrorCode = SCHEMA_VIOLATION if err["type"] in _SHAPE_ERRORS else FIELD_INVALID
+        field = path_of(err["loc"])
+        value = err.get("input")
+        shown = f" (value {value!r})" if isinstance(value, str | int | float) and len(str(value)) <= 60 else ""
+        problems.append((kind, FieldError(kind.code, field, f"{_short(err['msg'])}{shown}")))
+    first_kind, first = problems[0]
+    return HubError(
+        first_kind,
+        first.message,
+        first.field,
+        [p for _, p in problems],
+        message_id=message_id,
+        message_type=message_type,
+    )
+
+
+def json_pointer(loc: Sequence[int | str]) -> str:
+    return "/" + "/".join(str(part) for part in loc)

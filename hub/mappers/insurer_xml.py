@@ -1,0 +1,246 @@
+"""The insurer's XML (our schema, DOMAIN.md "Our own schemas"): canonical ↔ ECInnnMessage.
+
+Element names are the canonical field names, so one walker maps every message type: the Head and Sender
+blocks are the only parts with their own layout.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from functools import cache
+from types import UnionType
+from typing import Any, Union, get_args, get_origin
+
+from lxml import etree
+from pydantic import BaseModel, ValidationError
+
+from hub.errors import (
+    FIELD_INVALID,
+    MALFORMED_XML,
+    MAPPING_FAILED,
+    MESSAGE_EMPTY,
+    SCHEMA_VIOLATION,
+    UNKNOWN_MESSAGE_TYPE,
+    UNKNOWN_NAMESPACE,
+    FieldError,
+    HubError,
+)
+from hub.mappers.fields import hub_error_from_validation
+from hub.mappers.platform_json import _readable_id
+from hub.models import MESSAGE_TYPES, CanonicalMessage, Receipt
+from hub.models.base import BEIJING
+from hub.schemas import CompiledSchema
+
+# The request numbers; a receipt answering ECInnn is ECI(nnn+1), ECI900 answers what could not be read.
+REQUEST_CODES = {
+    "PendingPolicy": 101,
+    "InsuranceApplication": 103,
+    "ApplicationReturned": 105,
+    "PolicyIssued": 107,
+    "PolicyReceipt": 109,
+}
+FORMAT_ERROR_CODE = 900
+_TYPE_BY_CODE = {code: name for name, code in REQUEST_CODES.items()}
+_APP_TIME = "%Y%m%d%H%M%S"
+_HEAD_FIELDS = {"message_id", "created_at", "app_type", "sender"}
+APP_STATUS_DECLARED = "2"
+
+# No DTDs, no entities, no network: partner input is untrusted.
+SAFE_PARSER = etree.XMLParser(
+    resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False, remove_comments=False
+)
+
+
+def parse_xml(raw: bytes) -> etree._Element:
+    if not raw.strip():
+        raise HubError(MESSAGE_EMPTY, "the file is empty")
+    try:
+        root = etree.fromstring(raw, SAFE_PARSER)
+    except etree.XMLSyntaxError as exc:
+        raise HubError(MALFORMED_XML, f"{exc.msg} (line {exc.lineno})") from exc
+    if root is None:
+        raise HubError(MALFORMED_XML, "no root element")
+    return root
+
+
+def root_code(message: CanonicalMessage) -> int:
+    if isinstance(message, Receipt):
+        answered = REQUEST_CODES.get(message.ref_message_type or "")
+        return answered + 1 if answered else FORMAT_ERROR_CODE
+    return REQUEST_CODES[message.message_type]
+
+
+class InsurerXml:
+    name = "insurer-xml"
+    file_suffix = ".xml"
+
+    def __init__(self, schema: CompiledSchema) -> None:
+        self.schema = schema
+        self.namespace = schema.source.namespace
+        self.version = schema.source.version
+
+    # -- canonical → XML --------------------------------------------------------------------------------
+
+    def encode(self, message: CanonicalMessage) -> bytes:
+        root = self.to_element(message)
+        problems = self.schema.problems(root)
+        if problems:  # the hub's own fault: never send what the receiver must refuse
+            raise HubError(
+                MAPPING_FAILED,
+                f"{message.message_type} does not fit {self.namespace}: {problems[0].reason}",
+                problems[0].path,
+            )
+        return etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True)
+
+    def to_element(self, message: CanonicalMessage) -> etree._Element:
+        ns = self.namespace
+        root = etree.Element(
+            f"{{{ns}}}ECI{root_code(message)}Message",
+            nsmap={None: ns},
+            attrib={"guid": message.message_id, "version": self.version},
+        )
+        head = etree.SubElement(root, f"{{{ns}}}Head")
+        _fill(head, ns, {
+            "guid": message.message_id,
+            "appType": str(int(message.app_type)),
+            "appTime": message.created_at.astimezone(BEIJING).strftime(_APP_TIME),
+            "appStatus": APP_STATUS_DECLARED,
+        })
+        body = message.model_dump(mode="json", by_alias=True, exclude_none=True, exclude=_HEAD_FIELDS)
+        _fill(etree.SubElement(root, f"{{{ns}}}{message.message_type}"), ns, body)
+        _fill(etree.SubElement(root, f"{{{ns}}}Sender"), ns, message.sender.model_dump(by_alias=True))
+        return root
+
+    def field_path(self, message_type: str, loc: Sequence[int | str]) -> str:
+        root_path = f"/ECI{REQUEST_CODES.get(message_type, FORMAT_ERROR_CODE)}Message"
+        return _xml_path(root_path, f"{root_path}/{message_type}", loc)
+
+    # -- XML → canonical --------------------------------------------------------------------------------
+
+    def decode(self, raw: bytes) -> CanonicalMessage:
+        return self.from_element(parse_xml(raw))
+
+    def from_element(self, root: etree._Element) -> CanonicalMessage:
+        qname = etree.QName(root)
+        message_id = _readable_id(root.get("guid"))
+        if qname.namespace != self.namespace:
+            raise HubError(
+                UNKNOWN_NAMESPACE,
+                f"root {qname.localname} is in namespace {qname.namespace!r}; this partner speaks {self.namespace!r}",
+                f"/{qname.localname}",
+                message_id=message_id,
+            )
+        model, message_type = _model_for_root(qname.localname)
+        if model is None:
+            raise HubError(
+                UNKNOWN_MESSAGE_TYPE,
+                f"{qname.localname} is not an insurer message of version {self.version}",
+                f"/{qname.localname}",
+                message_id=message_id,
+            )
+        problems = self.schema.problems(root)
+        if problems:
+            raise HubError(
+                SCHEMA_VIOLATION,
+                problems[0].reason,
+                problems[0].path,
+                [FieldError(SCHEMA_VIOLATION.code, p.path, p.reason) for p in problems],
+                message_id=message_id,
+                message_type=message_type,
+            )
+        children = {etree.QName(c).localname: c for c in root if isinstance(c.tag, str)}
+        head = _to_dict(children["Head"], None)
+        data: dict[str, Any] = _to_dict(children[model.message_type], model)
+        data["messageId"] = head["guid"]
+        data["appType"] = head["appType"]
+        data["sender"] = _to_dict(children["Sender"], None)
+        root_path = f"/{qname.localname}"
+        try:
+            data["createdAt"] = datetime.strptime(head["appTime"], _APP_TIME).replace(tzinfo=BEIJING)
+        except ValueError as exc:
+            raise HubError(
+                FIELD_INVALID, f"appTime {head['appTime']!r} is not a real time: {exc}", f"{root_path}/Head/appTime",
+                message_id=message_id, message_type=message_type,
+            ) from exc
+        try:
+            return model.model_validate(data)
+        except ValidationError as exc:
+            body_path = f"{root_path}/{model.message_type}"
+            raise hub_error_from_validation(
+                exc, lambda loc: _xml_path(root_path, body_path, loc), message_id=message_id, message_type=message_type
+            ) from exc
+
+
+def _model_for_root(local_name: str) -> tuple[type[CanonicalMessage] | None, str | None]:
+    if not (local_name.startswith("ECI") and local_name.endswith("Message") and local_name[3:-7].isdigit()):
+        return None, None
+    code = int(local_name[3:-7])
+    if code == FORMAT_ERROR_CODE or (code % 2 == 0 and code - 1 in _TYPE_BY_CODE):
+        return Receipt, Receipt.message_type
+    name = _TYPE_BY_CODE.get(code)
+    return (MESSAGE_TYPES[name], name) if name else (None, None)
+
+
+_HEAD_PATHS = {"messageId": "Head/guid", "createdAt": "Head/appTime", "appType": "Head/appType", "sender": "Sender"}
+
+
+def _xml_path(root_path: str, body_path: str, loc: Sequence[int | str]) -> str:
+    """pydantic's error location (aliases, list indexes from 0) as an XPath (positions from 1)."""
+    if loc and loc[0] in _HEAD_PATHS:
+        base, rest = f"{root_path}/{_HEAD_PATHS[str(loc[0])]}", loc[1:]
+    else:
+        base, rest = body_path, loc
+    parts: list[str] = []
+    for part in rest:
+        if isinstance(part, int) and parts:
+            parts[-1] += f"[{part + 1}]"
+        else:
+            parts.append(str(part))
+    return "/".join([base, *parts])
+
+
+def _fill(parent: etree._Element, ns: str, data: dict[str, Any]) -> None:
+    for key, value in data.items():
+        for item in value if isinstance(value, list) else [value]:
+            child = etree.SubElement(parent, f"{{{ns}}}{key}")
+            if isinstance(item, dict):
+                _fill(child, ns, item)
+            elif isinstance(item, bool):
+                child.text = "true" if item else "false"
+            else:
+                child.text = str(item)
+
+
+def _to_dict(element: etree._Element, model: type[BaseModel] | None) -> dict[str, Any]:
+    """Element children as a dict by local name; the model says which are repeated and which are nested."""
+    shape = _shape(model) if model else {}
+    out: dict[str, Any] = {}
+    for child in element:
+        if not isinstance(child.tag, str):
+            continue  # comments and processing instructions
+        name = etree.QName(child).localname
+        if name == "Signature":
+            continue
+        repeated, nested = shape.get(name, (False, None))
+        value = _to_dict(child, nested) if nested else (child.text or "")
+        if repeated:
+            out.setdefault(name, []).append(value)
+        else:
+            out[name] = value
+    return out
+
+
+@cache
+def _shape(model: type[BaseModel]) -> dict[str, tuple[bool, type[BaseModel] | None]]:
+    shape = {}
+    for name, info in model.model_fields.items():
+        annotation = info.annotation
+        while get_origin(annotation) in (Union, UnionType):  # Optional[X]
+            annotation = next(a for a in get_args(annotation) if a is not type(None))
+        repeated = get_origin(annotation) is list
+        if repeated:
+            annotation = get_args(annotation)[0]
+        nested = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+        shape[info.alias or name] = (repeated, nested)
+    return shape

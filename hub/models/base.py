@@ -1,0 +1,87 @@
+"""The canonical form every message takes inside the hub, whatever format it arrived in."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta, timezone
+from enum import IntEnum
+from typing import Annotated, ClassVar
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic.alias_generators import to_camel
+
+from hub import identifiers
+
+BEIJING = timezone(timedelta(hours=8), "Asia/Shanghai")
+
+# The JSON Schema shows each identifier's shape; the validator adds the check character rules.
+USCC = Annotated[
+    str, Field(json_schema_extra={"pattern": "^[0-9A-HJ-NP-RTUW-Y]{18}$"}),
+    AfterValidator(identifiers.validate_uscc),
+]
+OrgCode = Annotated[
+    str, Field(json_schema_extra={"pattern": "^[0-9A-Z]{8}[0-9X]$"}), AfterValidator(identifiers.validate_org_code)
+]
+Mobile = Annotated[str, Field(json_schema_extra={"pattern": "^1[3-9][0-9]{9}$"}), AfterValidator(identifiers.validate_mobile)]
+Landline = Annotated[str, AfterValidator(identifiers.validate_landline)]
+PlatformEmail = Annotated[str, AfterValidator(identifiers.validate_platform_email)]
+MessageId = Annotated[
+    str, Field(json_schema_extra={"pattern": "^[0-9A-F]{8}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{12}$"}),
+    AfterValidator(identifiers.validate_message_id),
+]
+Text = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+def new_message_id() -> str:
+    return str(uuid.uuid4()).upper()
+
+
+def beijing_now() -> datetime:
+    return datetime.now(BEIJING).replace(microsecond=0)
+
+
+class Record(BaseModel):
+    """Base of every canonical structure: camelCase names outside, no unknown fields, immutable."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True, str_strip_whitespace=True
+    )
+
+
+class AppType(IntEnum):
+    NEW = 1
+    CHANGE = 2
+    DELETE = 3
+
+
+class Sender(Record):
+    """Who sent the message: the customs convention's sender block (copCode, copName, dxpId)."""
+
+    cop_code: Annotated[str, Field(min_length=1, max_length=18)]
+    cop_name: Text
+    dxp_id: Annotated[str, Field(min_length=1, max_length=30)]
+
+
+class CanonicalMessage(Record):
+    """The head every message carries: its id, when it was made, what it does, and who sent it."""
+
+    message_type: ClassVar[str]
+    family: ClassVar[str]
+
+    message_id: MessageId
+    created_at: datetime
+    app_type: AppType = AppType.NEW
+    sender: Sender
+
+    @field_validator("created_at")
+    @classmethod
+    def _beijing_seconds(cls, value: datetime) -> datetime:
+        # The customs convention (appTime) carries Beijing time to the second; keep the same precision
+        # so that every format round-trips to the same instant.
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=BEIJING)
+        return value.astimezone(BEIJING).replace(microsecond=0)
+
+    def business_key(self) -> str | None:
+        """The key of the conversation this message belongs to, if it belongs to one."""
+        return None

@@ -1,0 +1,158 @@
+"""小微投保: the underwriting conversation (DOMAIN.md §3).
+
+pending policy (insurer) → insurance application (platform) → returned or issued (insurer) → policy receipt (platform)
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from decimal import Decimal
+from enum import Enum
+from typing import Annotated, Literal
+
+from pydantic import Base64Bytes, Field, model_validator
+
+from hub.models.base import (
+    USCC,
+    CanonicalMessage,
+    Landline,
+    Mobile,
+    OrgCode,
+    PlatformEmail,
+    Record,
+    Text,
+)
+
+ProposalNo = Annotated[str, Field(pattern=r"^[A-Z0-9-]{6,30}$")]
+PolicyNo = Annotated[str, Field(pattern=r"^[A-Z0-9-]{6,30}$")]
+
+
+class Enterprise(Record):
+    """The small or micro exporter (小微企业) the conversation is about."""
+
+    name: Text
+    uscc: USCC
+    org_code: OrgCode
+
+    @model_validator(mode="after")
+    def _org_code_inside_uscc(self) -> Enterprise:
+        if self.uscc[8:17] != self.org_code:
+            raise ValueError(
+                f"orgCode {self.org_code} must equal positions 9-17 of uscc {self.uscc} ({self.uscc[8:17]})"
+            )
+        return self
+
+
+class Insurer(Record):
+    name: Text
+    institution_code: Annotated[str, Field(pattern=r"^[0-9A-Z]{4,18}$")]  # 保险机构编码
+
+
+class PdfDocument(Record):
+    """A PDF carried inside the message (the application form, the electronic policy)."""
+
+    file_name: Annotated[str, Field(pattern=r"^[^/\\]{1,100}\.pdf$")]
+    content: Base64Bytes
+
+    @model_validator(mode="after")
+    def _is_pdf(self) -> PdfDocument:
+        if not self.content.startswith(b"%PDF-"):
+            raise ValueError(f"{self.file_name} is not a PDF (it does not start with %PDF-)")
+        return self
+
+
+class PolicyKind(str, Enum):
+    NEW_BUSINESS = "new"  # 中小企业综合保险投保单（小微企业适用）
+    RENEWAL = "renewal"  # 中小企业综合保险续转单证（小微企业适用）
+
+
+class CardKind(str, Enum):
+    LEGAL_PERSON = "legal-person"  # 法人卡
+    OPERATOR = "operator"  # 操作员卡
+
+
+class UnderwritingMessage(CanonicalMessage):
+    family = "underwriting"
+
+    proposal_no: ProposalNo  # 投保单号: the conversation's key, set by the insurer in the pending policy
+
+    def business_key(self) -> str:
+        return self.proposal_no
+
+
+class PendingPolicy(UnderwritingMessage):
+    """待确认保单: pushed by the insurer; the enterprise cannot create one."""
+
+    message_type = "PendingPolicy"
+
+    policy_kind: PolicyKind
+    insurer: Insurer
+    enterprise: Enterprise
+    application_form: PdfDocument
+
+
+class Contact(Record):
+    name: Text
+    phone: Landline
+    mobile: Mobile
+    email: PlatformEmail
+
+
+class InsuranceApplication(UnderwritingMessage):
+    """投保申请 / 确认投保: the enterprise confirms the pending policy."""
+
+    message_type = "InsuranceApplication"
+
+    enterprise: Enterprise
+    contact: Contact
+    declaration_accepted: Literal[True]  # 已认真阅读以上内容并同意
+    confirmed_with: CardKind
+
+    @model_validator(mode="after")
+    def _legal_person_card_only(self) -> InsuranceApplication:
+        if self.confirmed_with is not CardKind.LEGAL_PERSON:
+            raise ValueError("only the legal-person card (法人卡) may confirm an insurance application")
+        return self
+
+
+class ApplicationReturned(UnderwritingMessage):
+    """投保申请退回通知: the insurer returns the application with a reason."""
+
+    message_type = "ApplicationReturned"
+
+    insurer: Insurer
+    enterprise: Enterprise
+    reason: Annotated[str, Field(min_length=1, max_length=500)]
+    returned_on: date
+
+
+class PolicyIssued(UnderwritingMessage):
+    """保单生效通知: the policy is in force and awaits the enterprise's receipt (待收悉)."""
+
+    message_type = "PolicyIssued"
+
+    policy_no: PolicyNo
+    insurer: Insurer
+    enterprise: Enterprise
+    valid_from: date
+    valid_to: date
+    indemnity_ratio_percent: Annotated[int, Field(ge=1, le=100)]
+    max_liability_usd: Annotated[Decimal, Field(gt=0, max_digits=14, decimal_places=2)]
+    credit_period_days: Annotated[int, Field(ge=1, le=360)]
+    policy_document: PdfDocument
+
+    @model_validator(mode="after")
+    def _validity_in_order(self) -> PolicyIssued:
+        if self.valid_to <= self.valid_from:
+            raise ValueError(f"validTo {self.valid_to} must be after validFrom {self.valid_from}")
+        return self
+
+
+class PolicyReceipt(UnderwritingMessage):
+    """收悉确认: the enterprise acknowledges its policy (待收悉 → 已收悉)."""
+
+    message_type = "PolicyReceipt"
+
+    policy_no: PolicyNo
+    enterprise: Enterprise
+    received_on: date

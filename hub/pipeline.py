@@ -1,0 +1,318 @@
+"""The pipeline: what happens to a message between intake and delivery.
+
+intake (store "received" + schedule processing) → process (decode, validate, dedupe, route, check the
+conversation, map to the receiver's format, store outbound + receipt, schedule delivery) → deliver → settle
+the input file. Each step is one work item; its effects and its completion commit in one transaction, so a
+crash at any point repeats at most the last step, and every step is idempotent.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from typing import Any
+
+from sqlalchemy import Connection, select
+from sqlalchemy.exc import OperationalError
+
+from hub.channels import Channel, ClaimedInput
+from hub.config import HubConfig
+from hub.conversations import Verdict, judge
+from hub.errors import (
+    DELIVERY_FAILED,
+    DUPLICATE_MESSAGE,
+    INTERNAL_ERROR,
+    MESSAGE_TOO_LARGE,
+    NO_ROUTE,
+    OUT_OF_ORDER,
+    RETRIES_EXHAUSTED,
+    UNKNOWN_REFERENCE,
+    Disposition,
+    FieldError,
+    HubError,
+)
+from hub.mappers import MessageFormat
+from hub.models import CanonicalMessage, Receipt, ReceiptError, ReturnStatus, Sender
+from hub.models.base import beijing_now, new_message_id
+from hub.retry import RetryPolicy
+from hub.store import Store, messages
+from hub.workqueue import DbWorkQueue, LeaseLost, WorkItem
+
+log = logging.getLogger("hub.pipeline")
+
+_MAX_RECEIPT_ERRORS = 20
+_UNPRINTABLE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def _clip(text: str, limit: int) -> str:
+    """Receipt text: no control characters (XML forbids them), at most `limit` characters."""
+    text = _UNPRINTABLE.sub("?", text)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+class Pipeline:
+    def __init__(
+        self,
+        config: HubConfig,
+        store: Store,
+        queue: DbWorkQueue,
+        formats: dict[str, MessageFormat],
+        channels: dict[str, Channel],
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.queue = queue
+        self.formats = formats
+        self.channels = channels
+        self.retry = RetryPolicy(tuple(config.retry.delays_seconds), config.retry.jitter)
+        self.routes = {(r.message, r.from_partner): r.to_partner for r in config.routes}
+        self.hub_sender = Sender(
+            cop_code=config.hub.cop_code, cop_name=config.hub.cop_name, dxp_id=config.hub.dxp_id
+        )
+
+    # -- intake ---------------------------------------------------------------------------------------
+
+    def take_in(self, claimed: ClaimedInput) -> None:
+        """Store an input as received and schedule its processing, once, whatever crashed before."""
+        raw = claimed.read(self.config.partners[claimed.partner].max_message_bytes)
+        with self.store.begin() as conn:
+            if self.store.message_exists(conn, claimed.hub_id):
+                return
+            self.store.add_message(
+                conn, id=claimed.hub_id, direction="in", partner=claimed.partner, state="received",
+                file_name=claimed.name, size=claimed.size, raw=raw,
+                event_detail=f"{claimed.partner}/in/{claimed.name}, {claimed.size} bytes",
+            )
+            self.queue.enqueue(conn, "process", claimed.hub_id)
+        log.info("received %s/in/%s as %s (%d bytes)", claimed.partner, claimed.name, claimed.hub_id, claimed.size)
+
+    # -- work -----------------------------------------------------------------------------------------
+
+    def handle(self, item: WorkItem) -> None:
+        handlers = {"process": self._process, "deliver": self._deliver, "settle": self._settle}
+        try:
+            handlers[item.kind](item)
+        except LeaseLost as exc:
+            log.warning("%s; another worker will finish it", exc)
+        except Exception as exc:  # every failure is classified, retried or parked; nothing is dropped
+            self._failed(item, exc)
+
+    def _failed(self, item: WorkItem, exc: Exception) -> None:
+        if isinstance(exc, HubError):
+            err = exc
+        else:
+            kind = DELIVERY_FAILED if isinstance(exc, OSError | OperationalError) else INTERNAL_ERROR
+            err = HubError(kind, f"{type(exc).__name__}: {exc}")
+            if kind is INTERNAL_ERROR:
+                log.exception("unexpected error in %s of %s", item.kind, item.message)
+        delay = self.retry.delay_after(item.attempts) if err.disposition is Disposition.RETRY else None
+        if delay is not None:
+            self.queue.retry_later(item, delay, str(err))
+            with self.store.begin() as conn:
+                self.store.add_event(
+                    conn, item.message, "retry",
+                    f"{item.kind} attempt {item.attempts} failed: {err}; next in {delay:.1f} s",
+                )
+            log.warning("%s of %s failed (attempt %d): %s; retry in %.1f s",
+                        item.kind, item.message, item.attempts, err, delay)
+            return
+        if err.disposition is Disposition.RETRY:
+            err = HubError(RETRIES_EXHAUSTED, f"{item.attempts} attempts failed; last: {err}", err.field)
+        with self.store.begin() as conn:
+            self.queue.park(conn, item, str(err))
+            if item.kind == "settle":
+                self.store.add_event(conn, item.message, "settle-parked", str(err))
+            else:
+                self.store.set_state(
+                    conn, item.message, "parked", str(err),
+                    error_code=err.code, error_field=err.field, error_message=err.message,
+                )
+        log.error("parked %s of %s: %s", item.kind, item.message, err)
+
+    # -- process: decide on one inbound message --------------------------------------------------------
+
+    def _process(self, item: WorkItem) -> None:
+        with self.store.begin() as conn:
+            row = self.store.get_message(conn, item.message)
+            if row.state == "received":
+                try:
+                    self._decide(conn, row)
+                except HubError as err:
+                    if err.disposition is not Disposition.REJECT:
+                        raise
+                    self._reject(conn, row, err)
+                self.queue.enqueue(conn, "settle", row.id)
+            self.queue.complete(conn, item)
+
+    def _decide(self, conn: Connection, row: Any) -> None:
+        if row.raw is None:
+            limit = self.config.partners[row.partner].max_message_bytes
+            raise HubError(MESSAGE_TOO_LARGE, f"{row.size} bytes is over the limit of {limit} bytes")
+        message = self.formats[row.partner].decode(row.raw)
+        if isinstance(message, Receipt):
+            self._take_receipt(conn, row, message)
+        else:
+            self._accept(conn, row, message)
+
+    def _accept(self, conn: Connection, row: Any, message: CanonicalMessage) -> None:
+        sender, fmt = row.partner, self.formats[row.partner]
+        mtype, mid = message.message_type, message.message_id
+
+        def refuse(code: Any, text: str, *loc: str | int) -> HubError:
+            return HubError(code, text, fmt.field_path(mtype, loc), message_id=mid, message_type=mtype)
+
+        first = self.store.first_seen(conn, sender, mid)
+        if first:
+            raise refuse(DUPLICATE_MESSAGE, f"message {mid} was already received from {sender} (hub id {first})",
+                         "messageId")
+        destination = self.routes.get((mtype, sender))
+        if destination is None:
+            raise refuse(NO_ROUTE, f"no route takes {mtype} from {sender}", "messageId")
+        verdict = self._judge(conn, message, refuse)
+        payload = None if verdict.repeat else self.formats[destination].encode(message)
+
+        # Every check has passed: record the decision, the onward message and the receipt together.
+        key = message.business_key()
+        self.store.mark_seen(conn, sender, mid, row.id)
+        self.store.set_state(
+            conn, row.id, "accepted", f"{mtype} {mid}",
+            message_id=mid, message_type=mtype, family=message.family, business_key=key,
+            canonical=message.model_dump_json(by_alias=True),
+        )
+        if key is not None:
+            enterprise = getattr(message, "enterprise", None)
+            self.store.set_conversation(conn, message.family, key, enterprise.uscc if enterprise else "",
+                                        verdict.becomes)
+        if payload is None:
+            info = f"{mtype} acknowledged again: it was already received and forwarded"
+        else:
+            self._send(conn, destination, message, payload, answers=row.id)
+            info = f"{mtype} accepted and forwarded to {destination}"
+        self._answer(conn, row, message, ReturnStatus.ACCEPTED, info, [])
+        log.info("accepted %s %s from %s (%s)", mtype, mid, sender, info)
+
+    def _judge(self, conn: Connection, message: CanonicalMessage, refuse: Any) -> Verdict:
+        key = message.business_key()
+        if key is None:
+            return Verdict("", repeat=False)
+        conversation = self.store.conversation(conn, message.family, key)
+        verdict = judge(message.message_type, conversation.state if conversation else None)
+        if isinstance(verdict, str):
+            code = UNKNOWN_REFERENCE if conversation is None else OUT_OF_ORDER
+            raise refuse(code, f"proposalNo {key}: {verdict}", "proposalNo")
+        enterprise = getattr(message, "enterprise", None)
+        if conversation is not None and enterprise is not None and enterprise.uscc != conversation.enterprise:
+            raise refuse(UNKNOWN_REFERENCE,
+                         f"proposalNo {key} belongs to enterprise {conversation.enterprise}, not {enterprise.uscc}",
+                         "enterprise", "uscc")
+        policy_no = getattr(message, "policy_no", None)
+        if message.message_type == "PolicyReceipt" and policy_no != self._issued_policy_no(conn, key):
+            raise refuse(UNKNOWN_REFERENCE, f"policy {policy_no} was not issued under proposalNo {key}", "policyNo")
+        return verdict
+
+    def _issued_policy_no(self, conn: Connection, key: str) -> str | None:
+        canonical = conn.execute(
+            select(messages.c.canonical)
+            .where(messages.c.family == "underwriting", messages.c.business_key == key,
+                   messages.c.message_type == "PolicyIssued", messages.c.direction == "in",
+                   messages.c.state == "accepted")
+            .order_by(messages.c.created_at.desc())
+            .limit(1)
+        ).scalar()
+        return json.loads(canonical)["policyNo"] if canonical else None
+
+    def _take_receipt(self, conn: Connection, row: Any, receipt: Receipt) -> None:
+        """A partner's receipt for something the hub delivered: note it on that message; never answer it."""
+        answered = conn.execute(
+            select(messages.c.id).where(
+                messages.c.direction == "out", messages.c.partner == row.partner,
+                messages.c.message_id == receipt.ref_message_id,
+            )
+        ).scalar()
+        if answered is None:
+            raise HubError(
+                UNKNOWN_REFERENCE,
+                f"the receipt answers message {receipt.ref_message_id}, which the hub never sent to {row.partner}",
+                self.formats[row.partner].field_path("Receipt", ("refMessageId",)),
+                message_id=receipt.message_id, message_type="Receipt",
+            )
+        good = receipt.return_status in (ReturnStatus.RECEIVED, ReturnStatus.ACCEPTED, ReturnStatus.CONCLUDED,
+                                          ReturnStatus.FINAL)
+        self.store.set_state(conn, answered, "acknowledged" if good else "refused",
+                             f"receipt {receipt.return_status.value}: {receipt.return_info}")
+        self.store.set_state(conn, row.id, "accepted", f"receipt for {receipt.ref_message_id}",
+                             message_id=receipt.message_id, message_type="Receipt", family="receipt",
+                             canonical=receipt.model_dump_json(by_alias=True))
+
+    def _reject(self, conn: Connection, row: Any, err: HubError) -> None:
+        self.store.set_state(
+            conn, row.id, "rejected", str(err),
+            error_code=err.code, error_field=err.field, error_message=err.message,
+            message_id=err.message_id, message_type=err.message_type,
+        )
+        log.warning("rejected %s/in/%s (%s): %s", row.partner, row.file_name, row.id, err)
+        if err.message_type != "Receipt":  # a receipt is never answered: that way lies an endless echo
+            self._answer(conn, row, None, ReturnStatus.REJECTED, f"{err.code}: {err.message}", err.errors,
+                         ref_id=err.message_id, ref_type=err.message_type)
+
+    def _answer(
+        self, conn: Connection, row: Any, message: CanonicalMessage | None, status: ReturnStatus, info: str,
+        errors: list[FieldError], ref_id: str | None = None, ref_type: str | None = None,
+    ) -> None:
+        now = beijing_now()
+        receipt = Receipt(
+            message_id=new_message_id(), created_at=now, sender=self.hub_sender,
+            ref_message_id=message.message_id if message else ref_id,
+            ref_message_type=message.message_type if message else ref_type,
+            ref_file_name=_clip(row.file_name, 255) if row.file_name else None,
+            ref_business_key=message.business_key() if message else None,
+            return_status=status, return_time=now, return_info=_clip(info, 1000),
+            errors=[
+                ReceiptError(code=e.code, field=_clip(e.field, 300), message=_clip(e.message, 1000))
+                for e in errors[:_MAX_RECEIPT_ERRORS]
+            ],
+        )
+        self._send(conn, row.partner, receipt, self.formats[row.partner].encode(receipt), answers=row.id)
+
+    def _send(self, conn: Connection, partner: str, message: CanonicalMessage, payload: bytes, answers: str) -> None:
+        suffix = self.formats[partner].file_suffix
+        out = self.store.add_message(
+            conn, direction="out", partner=partner, state="pending",
+            message_id=message.message_id, message_type=message.message_type, family=message.family,
+            business_key=message.business_key(), file_name=f"{message.message_type}_{message.message_id}{suffix}",
+            size=len(payload), raw=payload, canonical=message.model_dump_json(by_alias=True), answers=answers,
+        )
+        self.queue.enqueue(conn, "deliver", out)
+
+    # -- deliver and settle ---------------------------------------------------------------------------
+
+    def _deliver(self, item: WorkItem) -> None:
+        with self.store.begin() as conn:
+            row = self.store.get_message(conn, item.message)
+        if row.state == "pending":
+            self.channels[row.partner].deliver(row.file_name, row.raw)
+        with self.store.begin() as conn:
+            if row.state == "pending":
+                self.store.set_state(conn, row.id, "delivered", f"{row.partner}/out/{row.file_name}")
+            self.queue.complete(conn, item)
+        log.info("delivered %s to %s/out/%s", row.message_type, row.partner, row.file_name)
+
+    def _settle(self, item: WorkItem) -> None:
+        with self.store.begin() as conn:
+            row = self.store.get_message(conn, item.message)
+        accepted = row.state == "accepted"
+        error = None
+        if not accepted:
+            with self.store.begin() as conn:
+                receipt = conn.execute(
+                    select(messages.c.canonical).where(messages.c.answers == row.id,
+                                                       messages.c.message_type == "Receipt")
+                ).scalar()
+            error = {"code": row.error_code, "message": row.error_message, "field": row.error_field or "",
+                     "errors": json.loads(receipt)["errors"] if receipt else []}
+        self.channels[row.partner].settle(row.file_name, row.id, accepted, error)
+        with self.store.begin() as conn:
+            where = "archive" if accepted else "rejected"
+            self.store.add_event(conn, row.id, "settled", f"{row.partner}/{where}/{row.file_name}")
+            self.queue.complete(conn, item)

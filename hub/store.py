@@ -1,0 +1,244 @@
+"""The store: the source of truth. Every message in and out with its raw bytes, canonical form, state and
+history; conversations by business key; the ids already seen; the work queue's table.
+
+Times are seconds since the epoch (float): portable across SQLite and PostgreSQL and cheap to index.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    Column,
+    Connection,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.engine import Engine, make_url
+
+metadata = MetaData()
+
+messages = Table(
+    "messages",
+    metadata,
+    Column("id", String(36), primary_key=True),  # the hub's id for this stored message
+    Column("direction", String(3), nullable=False),  # "in" from a partner, "out" to a partner
+    Column("partner", String(40), nullable=False),
+    Column("message_id", String(36)),  # the message's own id (guid / messageId), once read
+    Column("message_type", String(40)),
+    Column("family", String(40)),
+    Column("business_key", String(60)),
+    Column("state", String(20), nullable=False),
+    Column("file_name", String(255)),
+    Column("size", Integer, nullable=False),
+    Column("raw", LargeBinary),  # absent only for inputs over the partner's size limit (kept on disk)
+    Column("canonical", Text),  # the canonical model as JSON, once read
+    Column("answers", String(36), ForeignKey("messages.id")),  # outbound: the inbound message it forwards/answers
+    Column("error_code", String(40)),
+    Column("error_field", String(300)),
+    Column("error_message", Text),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Index("ix_messages_message_id", "message_id"),
+    Index("ix_messages_business_key", "family", "business_key"),
+    Index("ix_messages_state", "direction", "state"),
+    Index("ix_messages_answers", "answers"),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("message", String(36), ForeignKey("messages.id"), nullable=False),
+    Column("at", Float, nullable=False),
+    Column("event", String(30), nullable=False),
+    Column("detail", Text, nullable=False, default=""),
+    Index("ix_events_message", "message"),
+)
+
+conversations = Table(
+    "conversations",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("family", String(40), nullable=False),
+    Column("business_key", String(60), nullable=False),
+    Column("enterprise", String(18), nullable=False),
+    Column("state", String(30), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    UniqueConstraint("family", "business_key"),
+)
+
+# Idempotent consumer: a (partner, message id) pair is taken once; repeats are answered, not processed.
+seen_messages = Table(
+    "seen_messages",
+    metadata,
+    Column("partner", String(40), primary_key=True),
+    Column("message_id", String(36), primary_key=True),
+    Column("first", String(36), ForeignKey("messages.id"), nullable=False),
+)
+
+work = Table(
+    "work",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("kind", String(20), nullable=False),
+    Column("message", String(36), ForeignKey("messages.id"), nullable=False),
+    Column("state", String(10), nullable=False),  # ready, leased, parked (done items are deleted)
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("available_at", Float, nullable=False),
+    Column("lease_until", Float),
+    Column("lease_owner", String(80)),
+    Column("last_error", Text),
+    Column("created_at", Float, nullable=False),
+    Index("ix_work_claim", "state", "available_at"),
+    Index("ix_work_lease", "state", "lease_until"),
+)
+
+
+def new_id() -> str:
+    return str(uuid.uuid4()).upper()
+
+
+def make_engine(url: str) -> Engine:
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return create_engine(url, pool_pre_ping=True, future=True)
+    if parsed.database and parsed.database != ":memory:":
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, future=True, connect_args={"check_same_thread": False, "timeout": 30})
+
+    @event.listens_for(engine, "connect")
+    def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Let us issue BEGIN ourselves (pysqlite's implicit transactions defeat BEGIN IMMEDIATE).
+        dbapi_conn.isolation_level = None
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _sqlite_begin(conn: Connection) -> None:
+        # Take the write lock at the start: two workers never claim the same row, and no transaction
+        # fails half-way on a lock upgrade.
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+class Store:
+    def __init__(self, url: str) -> None:
+        self.engine = make_engine(url)
+        self.is_sqlite = self.engine.dialect.name == "sqlite"
+
+    def create_schema(self) -> None:
+        metadata.create_all(self.engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def begin(self) -> Iterator[Connection]:
+        with self.engine.begin() as conn:
+            yield conn
+
+    # -- messages and their history -------------------------------------------------------------------
+
+    @staticmethod
+    def add_message(conn: Connection, *, event_detail: str = "", **values: Any) -> str:
+        now = time.time()
+        values.setdefault("id", new_id())
+        values.setdefault("created_at", now)
+        values.setdefault("updated_at", now)
+        conn.execute(insert(messages).values(**values))
+        Store.add_event(conn, values["id"], values["state"], event_detail)
+        return str(values["id"])
+
+    @staticmethod
+    def set_state(conn: Connection, message: str, state: str, detail: str = "", **values: Any) -> None:
+        conn.execute(
+            update(messages).where(messages.c.id == message).values(state=state, updated_at=time.time(), **values)
+        )
+        Store.add_event(conn, message, state, detail)
+
+    @staticmethod
+    def add_event(conn: Connection, message: str, name: str, detail: str = "") -> None:
+        conn.execute(insert(events).values(message=message, at=time.time(), event=name, detail=detail))
+
+    @staticmethod
+    def get_message(conn: Connection, message: str) -> Any:
+        return conn.execute(select(messages).where(messages.c.id == message)).one_or_none()
+
+    @staticmethod
+    def message_exists(conn: Connection, message: str) -> bool:
+        return conn.execute(select(messages.c.id).where(messages.c.id == message)).first() is not None
+
+    @staticmethod
+    def history(conn: Connection, message: str) -> list[Any]:
+        return list(conn.execute(select(events).where(events.c.message == message).order_by(events.c.id)))
+
+    # -- idempotent consumer -------------------------------------------------------------------------
+
+    @staticmethod
+    def first_seen(conn: Connection, partner: str, message_id: str) -> str | None:
+        row = conn.execute(
+            select(seen_messages.c.first).where(
+                seen_messages.c.partner == partner, seen_messages.c.message_id == message_id
+            )
+        ).first()
+        return row[0] if row else None
+
+    @staticmethod
+    def mark_seen(conn: Connection, partner: str, message_id: str, first: str) -> None:
+        conn.execute(insert(seen_messages).values(partner=partner, message_id=message_id, first=first))
+
+    # -- conversations -------------------------------------------------------------------------------
+
+    @staticmethod
+    def conversation(conn: Connection, family: str, business_key: str) -> Any:
+        return conn.execute(
+            select(conversations).where(
+                conversations.c.family == family, conversations.c.business_key == business_key
+            )
+        ).one_or_none()
+
+    @staticmethod
+    def set_conversation(conn: Connection, family: str, business_key: str, enterprise: str, state: str) -> None:
+        now = time.time()
+        changed = conn.execute(
+            update(conversations)
+            .where(conversations.c.family == family, conversations.c.business_key == business_key)
+            .values(state=state, updated_at=now)
+        ).rowcount
+        if not changed:
+            conn.execute(
+                insert(conversations).values(
+                    family=family, business_key=business_key, enterprise=enterprise, state=state,
+                    created_at=now, updated_at=now,
+                )
+            )
+
+    @staticmethod
+    def count_by(conn: Connection, *columns: Any) -> list[Any]:
+        return list(conn.execute(select(*columns, func.count()).group_by(*columns)))

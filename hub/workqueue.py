@@ -1,0 +1,118 @@
+"""The DB work queue: the store's own table, so storing a message and scheduling its work commit together.
+
+Recipe measured on these machines (ENGINEERING.md): states ready/leased/parked, attempts, available_at,
+lease_until; a claim is one short transaction (BEGIN IMMEDIATE on SQLite, FOR UPDATE SKIP LOCKED on
+PostgreSQL); expired leases are returned by a separate query, not an OR in the claim. A worker that dies
+holding a lease loses it when the lease runs out, and the item runs again: every handler is idempotent.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, and_, delete, func, insert, select, update
+
+from hub.store import Store, work
+
+
+class LeaseLost(Exception):
+    """The item's lease ran out and another worker may have it: undo this attempt's effects."""
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    id: int
+    kind: str  # "process" an inbound message, "deliver" an outbound one, "settle" an input file
+    message: str
+    attempts: int  # including this one
+    owner: str
+
+
+class DbWorkQueue:
+    def __init__(self, store: Store, lease_seconds: float) -> None:
+        self.store = store
+        self.lease_seconds = lease_seconds
+        self._next_reap = 0.0
+
+    @staticmethod
+    def enqueue(conn: Connection, kind: str, message: str, delay: float = 0.0) -> None:
+        now = time.time()
+        conn.execute(
+            insert(work).values(
+                kind=kind, message=message, state="ready", attempts=0, available_at=now + delay, created_at=now
+            )
+        )
+
+    def claim(self, owner: str) -> WorkItem | None:
+        now = time.time()
+        if now >= self._next_reap:
+            self.reap()
+            self._next_reap = now + min(self.lease_seconds / 4, 5.0)
+        with self.store.begin() as conn:
+            query = (
+                select(work.c.id, work.c.kind, work.c.message, work.c.attempts)
+                .where(work.c.state == "ready", work.c.available_at <= now)
+                .order_by(work.c.available_at, work.c.id)
+                .limit(1)
+            )
+            if not self.store.is_sqlite:  # SQLite has no row locks; BEGIN IMMEDIATE serialises claims
+                query = query.with_for_update(skip_locked=True)
+            row = conn.execute(query).first()
+            if row is None:
+                return None
+            conn.execute(
+                update(work)
+                .where(work.c.id == row.id)
+                .values(
+                    state="leased", lease_until=now + self.lease_seconds, lease_owner=owner,
+                    attempts=row.attempts + 1,
+                )
+            )
+        return WorkItem(row.id, row.kind, row.message, row.attempts + 1, owner)
+
+    def reap(self) -> int:
+        """Return expired leases to the queue (their workers died or stalled)."""
+        with self.store.begin() as conn:
+            return conn.execute(
+                update(work)
+                .where(work.c.state == "leased", work.c.lease_until < time.time())
+                .values(state="ready", lease_owner=None, lease_until=None)
+            ).rowcount
+
+    @staticmethod
+    def _held(item: WorkItem) -> object:
+        return and_(work.c.id == item.id, work.c.state == "leased", work.c.lease_owner == item.owner)
+
+    def complete(self, conn: Connection, item: WorkItem) -> None:
+        """Done, in the same transaction as the work's effects; raises LeaseLost if the lease ran out."""
+        if conn.execute(delete(work).where(self._held(item))).rowcount != 1:
+            raise LeaseLost(f"work item {item.id} ({item.kind}) is no longer leased by {item.owner}")
+
+    def retry_later(self, item: WorkItem, delay: float, error: str) -> None:
+        with self.store.begin() as conn:
+            conn.execute(
+                update(work)
+                .where(self._held(item))
+                .values(state="ready", available_at=time.time() + delay, lease_owner=None, lease_until=None,
+                        last_error=error)
+            )
+
+    def park(self, conn: Connection, item: WorkItem, error: str) -> None:
+        conn.execute(
+            update(work).where(self._held(item)).values(state="parked", lease_owner=None, lease_until=None,
+                                                        last_error=error)
+        )
+
+    @staticmethod
+    def depth(conn: Connection) -> dict[str, object]:
+        counts = dict(conn.execute(select(work.c.state, func.count()).group_by(work.c.state)).all())
+        oldest = conn.execute(
+            select(func.min(work.c.created_at)).where(work.c.state.in_(("ready", "leased")))
+        ).scalar()
+        return {
+            "ready": counts.get("ready", 0),
+            "leased": counts.get("leased", 0),
+            "parked": counts.get("parked", 0),
+            "oldest_waiting_age_seconds": round(time.time() - oldest, 3) if oldest else None,
+        }
