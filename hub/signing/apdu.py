@@ -1,11 +1,11 @@
 """The command set of our card (ISO 7816-4 shaped), shared by the PC/SC signer and the virtual card.
 
-    SELECT        00 A4 04 00 Lc <AID>             -> 9000
-    READ BINARY   00 B0 <offset hi> <offset lo> Le -> certificate bytes from offset (DER), 9000
-    VERIFY        00 20 00 81 Lc <PIN>             -> 9000 | 63Cx (x tries left) | 6983 (locked)
-    VERIFY        00 20 00 81                      -> 9000 (verified) | 63Cx | 6983: reads the counter, spends nothing
-    PSO:CDS       00 2A 9E 9A Lc <input> 00        -> signature, 9000 | 6982 (PIN not verified)
-        RSA: input = DigestInfo (the card pads PKCS#1 v1.5); SM2: input = e = SM3(ZA || M), 32 bytes.
+SELECT        00 A4 04 00 Lc <AID>             -> 9000
+READ BINARY   00 B0 <offset hi> <offset lo> Le -> certificate bytes from offset (DER), 9000
+VERIFY        00 20 00 81 Lc <PIN>             -> 9000 | 63Cx (x tries left) | 6983 (locked)
+VERIFY        00 20 00 81                      -> 9000 (verified) | 63Cx | 6983: reads the counter, spends nothing
+PSO:CDS       00 2A 9E 9A Lc <input> 00        -> signature, 9000 | 6982 (PIN not verified)
+    RSA: input = DigestInfo (the card pads PKCS#1 v1.5); SM2: input = e = SM3(ZA || M), 32 bytes.
 """
 
 from __future__ import annotations

@@ -106,7 +106,12 @@ def _extension_text(cert: x509.Certificate, oid: x509.ObjectIdentifier) -> str |
         tag, body, end = der.read_tlv(raw)
         if end == len(raw) and tag == der.BMP_STRING:
             return body.decode("utf-16-be")
-        if end == len(raw) and tag in (der.UTF8_STRING, der.PRINTABLE_STRING, der.IA5_STRING, der.OCTET_STRING):
+        if end == len(raw) and tag in (
+            der.UTF8_STRING,
+            der.PRINTABLE_STRING,
+            der.IA5_STRING,
+            der.OCTET_STRING,
+        ):
             raw = body
     except ValueError:
         pass  # not DER: some issuers put the bare text in the extension

@@ -19,8 +19,8 @@ from cryptography import x509
 from lxml import etree
 
 from . import errors
-from .algorithms import DSIG, SignatureAlgorithm, algorithm, signing_algorithm
 from .algorithms import BY_URI as ALGORITHMS_BY_URI
+from .algorithms import DSIG, SignatureAlgorithm, algorithm, signing_algorithm
 from .certificates import certificate_der, certificate_number, load_certificate, utcnow, verify_signature
 
 C14N = "http://www.w3.org/TR/2001/REC-xml-c14n-20010315"
@@ -95,7 +95,8 @@ def _splice(xml: bytes, root: etree._Element, signature: etree._Element) -> byte
     end_tag = xml.rfind(b"</" + name.encode("utf-8"))
     if end_tag < 0:  # a self-closing root, or an encoding that is not ASCII-compatible
         tree = root.getroottree()
-        return etree.tostring(tree, encoding=tree.docinfo.encoding, xml_declaration=xml.lstrip().startswith(b"<?xml"))
+        declared = xml.lstrip().startswith(b"<?xml")
+        return bytes(etree.tostring(tree, encoding=tree.docinfo.encoding, xml_declaration=declared))
     return xml[:end_tag] + signature_bytes + xml[end_tag:]
 
 
@@ -113,9 +114,7 @@ def _b64(element: etree._Element) -> bytes:
         raise errors.SignatureMalformed(f"{etree.QName(element).localname} is not base64") from None
 
 
-def _find_certificate(
-    signature: etree._Element, trusted: list[x509.Certificate]
-) -> x509.Certificate:
+def _find_certificate(signature: etree._Element, trusted: list[x509.Certificate]) -> x509.Certificate:
     embedded = signature.find("ds:KeyInfo/ds:X509Data/ds:X509Certificate", _NS)
     if embedded is not None:
         der = _b64(embedded)

@@ -230,7 +230,9 @@ class CardSlot:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m hub.signing.virtual_card", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m hub.signing.virtual_card", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--profile", required=True, help="card profile JSON (key, certificate, PIN, ATR)")
     parser.add_argument("--state", required=True, help="file that keeps the PIN retry counter")
     parser.add_argument("--port", type=int, default=VPCD_PORT, help="vpcd slot port (default 35963)")
