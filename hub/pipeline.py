@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, select
@@ -34,7 +35,7 @@ from hub.errors import (
 )
 from hub.mappers import MessageFormat
 from hub.models import CanonicalMessage, Receipt, ReceiptError, ReturnStatus, Sender
-from hub.models.base import beijing_now, new_message_id
+from hub.models.base import BEIJING, new_message_id
 from hub.retry import RetryPolicy
 from hub.store import Store, messages
 from hub.workqueue import DbWorkQueue, LeaseLost, WorkItem
@@ -260,7 +261,7 @@ class Pipeline:
         self, conn: Connection, row: Any, message: CanonicalMessage | None, status: ReturnStatus, info: str,
         errors: list[FieldError], ref_id: str | None = None, ref_type: str | None = None,
     ) -> None:
-        now = beijing_now()
+        now = datetime.now(BEIJING)
         receipt = Receipt(
             message_id=new_message_id(), created_at=now, sender=self.hub_sender,
             ref_message_id=message.message_id if message else ref_id,

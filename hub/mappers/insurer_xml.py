@@ -58,7 +58,7 @@ def parse_xml(raw: bytes) -> etree._Element:
     try:
         root = etree.fromstring(raw, SAFE_PARSER)
     except etree.XMLSyntaxError as exc:
-        raise HubError(MALFORMED_XML, f"{exc.msg} (line {exc.lineno})") from exc
+        raise HubError(MALFORMED_XML, str(exc.msg)) from exc  # libxml2's text names line and column
     if root is None:
         raise HubError(MALFORMED_XML, "no root element")
     return root

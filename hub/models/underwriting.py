@@ -10,7 +10,7 @@ from decimal import Decimal
 from enum import Enum
 from typing import Annotated, Literal
 
-from pydantic import Base64Bytes, Field, model_validator
+from pydantic import Base64Bytes, Field, ValidationInfo, field_validator, model_validator
 
 from hub.models.base import (
     USCC,
@@ -34,13 +34,13 @@ class Enterprise(Record):
     uscc: USCC
     org_code: OrgCode
 
-    @model_validator(mode="after")
-    def _org_code_inside_uscc(self) -> Enterprise:
-        if self.uscc[8:17] != self.org_code:
-            raise ValueError(
-                f"orgCode {self.org_code} must equal positions 9-17 of uscc {self.uscc} ({self.uscc[8:17]})"
-            )
-        return self
+    @field_validator("org_code")
+    @classmethod
+    def _org_code_inside_uscc(cls, value: str, info: ValidationInfo) -> str:
+        uscc = info.data.get("uscc")  # absent when uscc itself failed: that error is reported already
+        if uscc and uscc[8:17] != value:
+            raise ValueError(f"must equal positions 9-17 of uscc {uscc} ({uscc[8:17]})")
+        return value
 
 
 class Insurer(Record):
@@ -54,11 +54,12 @@ class PdfDocument(Record):
     file_name: Annotated[str, Field(pattern=r"^[^/\\]{1,100}\.pdf$")]
     content: Base64Bytes
 
-    @model_validator(mode="after")
-    def _is_pdf(self) -> PdfDocument:
-        if not self.content.startswith(b"%PDF-"):
-            raise ValueError(f"{self.file_name} is not a PDF (it does not start with %PDF-)")
-        return self
+    @field_validator("content")
+    @classmethod
+    def _is_pdf(cls, value: bytes) -> bytes:
+        if not value.startswith(b"%PDF-"):
+            raise ValueError("is not a PDF (the decoded content does not start with %PDF-)")
+        return value
 
 
 class PolicyKind(str, Enum):
@@ -108,11 +109,12 @@ class InsuranceApplication(UnderwritingMessage):
     declaration_accepted: Literal[True]  # 已认真阅读以上内容并同意
     confirmed_with: CardKind
 
-    @model_validator(mode="after")
-    def _legal_person_card_only(self) -> InsuranceApplication:
-        if self.confirmed_with is not CardKind.LEGAL_PERSON:
+    @field_validator("confirmed_with")
+    @classmethod
+    def _legal_person_card_only(cls, value: CardKind) -> CardKind:
+        if value is not CardKind.LEGAL_PERSON:
             raise ValueError("only the legal-person card (法人卡) may confirm an insurance application")
-        return self
+        return value
 
 
 class ApplicationReturned(UnderwritingMessage):

@@ -1,0 +1,117 @@
+"""Shared helpers: a hub configured on a temporary folder, and ways to drop files and wait for results."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hub.app import Hub
+from hub.config import DEFAULT_CONFIG, HubConfig, load_config
+
+REPO = Path(__file__).resolve().parent.parent
+FIXTURES = REPO / "fixtures"
+UNDERWRITING = FIXTURES / "underwriting"
+PARTNERS = ("platform", "insurer", "customs")
+
+
+def hub_environ(root: Path, **extra: str) -> dict[str, str]:
+    """Environment overrides that put the default config's store and folders under `root`."""
+    env = {
+        "HUB_STORE__URL": f"sqlite:///{root / 'hub.db'}",
+        "HUB_STATUS__PORT": "0",
+        "HUB_QUEUE__LEASE_SECONDS": "2",
+        "HUB_RETRY__DELAYS_SECONDS": "[0.2, 0.5]",
+    }
+    for partner in PARTNERS:
+        env[f"HUB_PARTNERS__{partner.upper()}__CHANNEL__ROOT"] = f'"{root / "exchange" / partner}"'
+        env[f"HUB_PARTNERS__{partner.upper()}__CHANNEL__POLL_SECONDS"] = "0.05"
+    env.update(extra)
+    return env
+
+
+def wait_for(check: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.02)
+
+
+class Exchange:
+    """The partners' side of the drop folders."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def folder(self, partner: str, name: str) -> Path:
+        return self.root / partner / name
+
+    def drop(self, partner: str, name: str, content: bytes) -> None:
+        """Drop a file the way partners must: write NAME.tmp, then rename."""
+        inbox = self.folder(partner, "in")
+        inbox.mkdir(parents=True, exist_ok=True)
+        tmp = inbox / (name + ".tmp")
+        tmp.write_bytes(content)
+        os.replace(tmp, inbox / name)
+
+    def drop_fixture(self, path: Path) -> None:
+        self.drop(path.name.split("-", 1)[0], path.name, path.read_bytes())
+
+    def files(self, partner: str, folder: str, pattern: str = "*") -> list[Path]:
+        return sorted(p for p in self.folder(partner, folder).glob(pattern) if not p.name.endswith(".tmp"))
+
+    def wait_files(self, partner: str, folder: str, count: int, pattern: str = "*", timeout: float = 10.0) -> list[Path]:
+        return wait_for(
+            lambda: (found := self.files(partner, folder, pattern)) and len(found) >= count and found,
+            timeout, f"{count} file(s) {pattern} in {partner}/{folder}",
+        )
+
+    def receipts(self, partner: str) -> list[dict[str, Any]]:
+        """Every receipt the hub delivered to `partner`, decoded, oldest first."""
+        from hub.app import build_formats
+        from hub.schemas import HUB_SCHEMAS, SchemaRegistry
+
+        fmt = build_formats(_default_config(), SchemaRegistry(HUB_SCHEMAS))[partner]
+        found = [fmt.decode(p.read_bytes()) for p in self.files(partner, "out", "Receipt_*")]
+        return [json.loads(r.model_dump_json(by_alias=True)) for r in sorted(found, key=lambda r: r.return_time)]
+
+    def receipt_for(self, partner: str, ref: str) -> dict[str, Any]:
+        """The one receipt answering message id (or file name) `ref`, waiting for it to arrive."""
+
+        def find() -> list[dict[str, Any]]:
+            return [r for r in self.receipts(partner) if ref in (r.get("refMessageId"), r.get("refFileName"))]
+
+        found = wait_for(find, what=f"the receipt for {ref} in {partner}/out")
+        assert len(found) == 1, f"{len(found)} receipts answer {ref}"
+        return found[0]
+
+
+def _default_config() -> HubConfig:
+    return load_config(DEFAULT_CONFIG, environ={})
+
+
+@pytest.fixture
+def exchange(tmp_path: Path) -> Exchange:
+    return Exchange(tmp_path / "exchange")
+
+
+@pytest.fixture
+def hub_config(tmp_path: Path) -> HubConfig:
+    return load_config(DEFAULT_CONFIG, environ=hub_environ(tmp_path))
+
+
+@pytest.fixture
+def hub(hub_config: HubConfig) -> Iterator[Hub]:
+    running = Hub(hub_config)
+    running.start()
+    yield running
+    running.stop()

@@ -1,0 +1,172 @@
+"""The hub as a real subprocess, the way `make run` starts it: folders on disk, status over HTTP, kill -9."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from lxml import etree
+
+from tests.conftest import REPO, UNDERWRITING, Exchange, hub_environ, wait_for
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class HubProcess:
+    def __init__(self, root: Path, **env: str) -> None:
+        self.root = root
+        self.port = free_port()
+        self.env = {**os.environ, **hub_environ(root, HUB_STATUS__PORT=str(self.port), **env)}
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = root / "hub.log"
+
+    def start(self) -> None:
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, str(REPO / "run_hub.py")], cwd=self.root, env=self.env, stdout=log, stderr=log
+            )
+        wait_for(self._up, 20, "the hub's status interface")
+
+    def _up(self) -> bool:
+        assert self.proc is not None and self.proc.poll() is None, self.log.read_text()
+        try:
+            return self.get("/health")[0] == 200
+        except OSError:
+            return False
+
+    def get(self, path: str, method: str = "GET") -> tuple[int, dict]:
+        request = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", method=method)
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as err:
+            return err.code, json.loads(err.read())
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=20)
+
+
+@pytest.fixture
+def hub_process(tmp_path: Path) -> Iterator[HubProcess]:
+    process = HubProcess(tmp_path)
+    yield process
+    process.stop()
+
+
+def test_pending_policy_reaches_the_platform_within_two_seconds(hub_process: HubProcess, tmp_path: Path) -> None:
+    hub_process.start()
+    exchange = Exchange(tmp_path / "exchange")
+    started = time.monotonic()
+    exchange.drop_fixture(UNDERWRITING / "valid" / "insurer-pending-policy-new.xml")
+    forwarded = exchange.wait_files("platform", "out", 1, "PendingPolicy_*.json", timeout=2.0)
+    exchange.wait_files("insurer", "out", 1, "Receipt_*.xml", timeout=2.0 - (time.monotonic() - started))
+    assert json.loads(forwarded[0].read_bytes())["proposalNo"] == "XW2026330100017"
+
+    code, status = hub_process.get("/status")
+    assert code == 200
+    assert status["messages"]["by_type"]["PendingPolicy in"] == {"accepted": 1}
+    route = next(r for r in status["routes"] if r["message"] == "PendingPolicy")
+    assert (route["received"], route["forwarded"], route["last_error"]) == (1, 1, None)
+
+    for method in ("POST", "PUT", "DELETE", "PATCH"):
+        assert hub_process.get("/status", method)[0] == 405
+    pending_id = "6F1C2A4E-3B7D-4E21-9A55-0C8E7D1B2A01"
+    code, history = hub_process.get(f"/messages/{pending_id}")
+    assert code == 200
+    events = [e["event"] for m in history["messages"] for e in m["history"]]
+    assert {"received", "accepted", "delivered", "settled"} <= set(events)
+    assert hub_process.get("/messages/NOPE")[0] == 404
+
+
+def test_the_status_interface_listens_on_loopback_only(hub_process: HubProcess) -> None:
+    hub_process.start()
+    listening = subprocess.run(["ss", "-ltnH", f"sport = :{hub_process.port}"], capture_output=True, text=True)
+    if listening.returncode != 0:
+        pytest.skip("ss is not available to read the listening address")
+    assert f"127.0.0.1:{hub_process.port}" in listening.stdout
+
+
+def _pending_policy(n: int) -> tuple[str, bytes]:
+    """The valid pending policy fixture with a new message id and proposal number."""
+    root = etree.parse(str(UNDERWRITING / "valid" / "insurer-pending-policy-new.xml")).getroot()
+    ns = {"e": root.nsmap[None]}
+    message_id = f"5C0FFEE0-0000-4000-8000-{n:012d}"
+    root.set("guid", message_id)
+    root.find("e:Head/e:guid", ns).text = message_id
+    root.find("e:PendingPolicy/e:proposalNo", ns).text = f"XW2026{n:09d}"
+    return message_id, etree.tostring(root, xml_declaration=True, encoding="UTF-8")
+
+
+def test_kill_9_in_the_middle_of_500_pending_policies(tmp_path: Path) -> None:
+    count = 500
+    exchange = Exchange(tmp_path / "exchange")
+    process = HubProcess(tmp_path)
+    process.start()
+    try:
+        for n in range(count):
+            message_id, payload = _pending_policy(n)
+            exchange.drop("insurer", f"insurer-pending-policy-{n:04d}.xml", payload)
+        exchange.wait_files("platform", "out", 50, "PendingPolicy_*", timeout=60)
+        process.kill9()
+        done_at_kill = len(exchange.files("platform", "out", "PendingPolicy_*"))
+        assert done_at_kill < count, "the kill must land mid-way for this test to mean anything"
+        process.start()
+        exchange.wait_files("platform", "out", count, "PendingPolicy_*", timeout=120)
+        exchange.wait_files("insurer", "out", count, "Receipt_*", timeout=60)
+        wait_for(lambda: len(exchange.files("insurer", "archive")) == count, 60, "every input archived")
+        time.sleep(3)  # lease expiry (2 s) has passed: any duplicate would have been written by now
+    finally:
+        process.stop()
+
+    forwarded = exchange.files("platform", "out", "PendingPolicy_*")
+    assert len(forwarded) == count
+    assert {json.loads(p.read_bytes())["messageId"] for p in forwarded} == {
+        _pending_policy(n)[0] for n in range(count)
+    }
+    receipts = exchange.receipts("insurer")
+    assert len(receipts) == count, "exactly one receipt per pending policy"
+    assert sorted(r["refMessageId"] for r in receipts) == sorted(_pending_policy(n)[0] for n in range(count))
+    assert all(r["returnStatus"] == 120 for r in receipts)
+    assert not exchange.files("insurer", "rejected") and not exchange.files("insurer", "intake")
+    assert not exchange.files("insurer", "in")
+
+
+def test_a_bad_config_stops_start_up_with_one_line_and_exit_code_2(tmp_path: Path) -> None:
+    env = {**os.environ, "HUB_STATUS__PORT": "not-a-port"}
+    done = subprocess.run([sys.executable, str(REPO / "run_hub.py")], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "status.port" in lines[0], done.stderr
+
+    broken = tmp_path / "broken.toml"
+    broken.write_text((REPO / "config" / "hub.toml").read_text().replace('schema = "eci/1.0"', 'schema = "eci/9.9"', 1))
+    done = subprocess.run([sys.executable, str(REPO / "run_hub.py"), "--config", str(broken)], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "hub: partners.insurer.schema: no schema 'eci/9.9'; the hub has eci/1.0"
+    ]
