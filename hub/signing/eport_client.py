@@ -13,6 +13,7 @@ been wrong is never sent again.
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
 import itertools
 import json
@@ -50,6 +51,9 @@ CARD_ALGORITHMS = {"rsa": "rsa-sha1", "sm2": "sm2-sm3"}
 _NO_CARD = ("未插", "未找到", "读卡器", "打开卡", "no card", "not found")
 _PIN = ("口令", "密码", "pin", "password")
 log = logging.getLogger(__name__)
+# websockets logs every frame at DEBUG, and a sign frame carries the PIN: its logger stops at INFO.
+_frames_log = logging.getLogger(f"{__name__}.frames")
+_frames_log.setLevel(logging.INFO)
 
 
 class _Refused(Exception):
@@ -78,6 +82,7 @@ class EPortClientSigner:
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
         self._connection: ClientConnection | None = None
+        self._stack = contextlib.ExitStack()
         self._certificate: x509.Certificate | None = None
         self._info: CertificateInfo | None = None
         self._signatures = 0
@@ -86,7 +91,9 @@ class EPortClientSigner:
         request_id = next(self._ids)
         try:
             if self._connection is None:
-                self._connection = connect(self.url, open_timeout=self._timeout, max_size=2**24)
+                self._connection = self._stack.enter_context(
+                    connect(self.url, open_timeout=self._timeout, max_size=2**24, logger=_frames_log)
+                )
             self._connection.send(json.dumps({"_method": method, "_id": request_id, "args": args}))
             deadline = time.monotonic() + self._timeout
             while True:  # the client may push other messages (e.g. a greeting): wait for our id
@@ -102,9 +109,8 @@ class EPortClientSigner:
         return [str(d) for d in result.get("Data") or []]
 
     def close(self) -> None:
-        connection, self._connection = self._connection, None
-        if connection is not None:
-            connection.close()
+        self._connection = None
+        self._stack.close()
 
     def _load_certificate(self) -> CertificateInfo:
         if self._info is None:

@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import base64
 import json
+import logging
 import threading
 from typing import Any
 
@@ -46,7 +47,10 @@ class EPortTestServer:
         return self
 
     async def _serve(self) -> Server:
-        return await serve(self._handle, *self._address)
+        # Its frames carry the PIN: never at DEBUG.
+        frames = logging.getLogger(f"{__name__}.frames")
+        frames.setLevel(logging.INFO)
+        return await serve(self._handle, *self._address, logger=frames)
 
     def stop(self) -> None:
         if self._server is not None:
