@@ -22,7 +22,11 @@ make .venv/.installed </dev/null
 # vpcd listens on every interface (its DEVICENAME /dev/null:port server mode; the host:port client mode
 # crashed pcscd 1.9.9 whenever no card answered). The virtual card dials 127.0.0.1, so anything arriving on
 # another interface is dropped.
-sed -i 's|^DEVICENAME.*|DEVICENAME   /dev/null:0x8C7B|' /etc/reader.conf.d/vpcd
+if ! grep -q '^DEVICENAME */dev/null:0x8C7B' /etc/reader.conf.d/vpcd; then
+    sed -i 's|^DEVICENAME.*|DEVICENAME   /dev/null:0x8C7B|' /etc/reader.conf.d/vpcd
+    pkill -x pcscd || true  # a running pcscd keeps the reader configuration it started with
+    sleep 0.5
+fi
 rule=(INPUT -p tcp --dport 35963:35964 ! -i lo -j DROP)
 iptables -C "${rule[@]}" 2>/dev/null || iptables -A "${rule[@]}"
 
@@ -36,4 +40,4 @@ for _ in $(seq 50); do
     sleep 0.1
 done
 [ -S /run/pcscd/pcscd.comm ] || { echo "pcscd did not start; see var/pcscd.log" >&2; exit 1; }
-echo "pcscd running, vpcd slots on 35963-35964 (loopback only), pyscard $(.venv/bin/python -c 'import smartcard; print(smartcard.__version__)' 2>/dev/null || echo '?')"
+echo "pcscd running, vpcd slots on 35963-35964 (loopback only), pyscard $(.venv/bin/python -c 'import importlib.metadata as m; print(m.version("pyscard"))')"

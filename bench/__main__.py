@@ -48,7 +48,8 @@ def main() -> int:
         sections.append(f"## {title}\n\n`bench/{module_info.name}.py`\n\n" + "\n".join(rows) + "\n")
     header = (
         "# Benchmarks\n\n"
-        "Written by `python -m bench` (run it again to refresh; `python -m bench bench_signing` runs one module).\n\n"
+        "Written by `python -m bench` (run it again to refresh;\n"
+        "`python -m bench bench_signing` runs one module).\n\n"
         f"- date: {dt.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}\n"
         f"- machine: {os.cpu_count()} cores (nproc), {cpu_model()}\n"
         f"- python {platform.python_version()} on {platform.platform()}\n\n"

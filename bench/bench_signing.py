@@ -30,8 +30,8 @@ def message_5kb() -> bytes:
         f"<eci:HsCode>8517130000</eci:HsCode><eci:AmountUsd>{1000 + i}.50</eci:AmountUsd></eci:ShipmentLine>"
         for i in range(30)
     )
-    body = f'<eci:ECI101Message xmlns:eci="urn:sw-eci-hub:insurer:1"><eci:Body>{lines}\n</eci:Body></eci:ECI101Message>'
-    return body.encode()
+    root = '<eci:ECI101Message xmlns:eci="urn:sw-eci-hub:insurer:1">'
+    return f"{root}<eci:Body>{lines}\n</eci:Body></eci:ECI101Message>".encode()
 
 
 def software() -> tuple[SoftwareKeySigner, SoftwareKeySigner]:
@@ -45,8 +45,16 @@ def software_results() -> list[Result]:
     trusted = [rsa.certificate(), sm2.certificate()]
     message = message_5kb()
     out = [
-        Result("software RSA-2048 sign (rsa-sha256)", rate(lambda: rsa.sign(SIGNED_INFO, algorithm("rsa-sha256"))), "signatures/s"),
-        Result("software SM2 sign (sm2-sm3, gmssl)", rate(lambda: sm2.sign(SIGNED_INFO, algorithm("sm2-sm3"))), "signatures/s"),
+        Result(
+            "software RSA-2048 sign (rsa-sha256)",
+            rate(lambda: rsa.sign(SIGNED_INFO, algorithm("rsa-sha256"))),
+            "signatures/s",
+        ),
+        Result(
+            "software SM2 sign (sm2-sm3, gmssl)",
+            rate(lambda: sm2.sign(SIGNED_INFO, algorithm("sm2-sm3"))),
+            "signatures/s",
+        ),
     ]
     for name, signer in (("rsa-sha256", rsa), ("sm2-sm3", sm2)):
         signed = sign_document(message, signer, name)
@@ -55,7 +63,13 @@ def software_results() -> list[Result]:
                    rate(lambda s=signer, n=name: verify_document(sign_document(message, s, n), trusted)),
                    "messages/s")
         )  # fmt: skip
-        out.append(Result(f"verify {len(message) / 1024:.1f} KB message, {name}", rate(lambda s=signed: verify_document(s, trusted)), "messages/s"))
+        out.append(
+            Result(
+                f"verify {len(message) / 1024:.1f} KB message, {name}",
+                rate(lambda s=signed: verify_document(s, trusted)),
+                "messages/s",
+            )
+        )
     return out
 
 

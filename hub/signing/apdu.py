@@ -3,7 +3,7 @@
 SELECT        00 A4 04 00 Lc <AID>             -> 9000
 READ BINARY   00 B0 <offset hi> <offset lo> Le -> certificate bytes from offset (DER), 9000
 VERIFY        00 20 00 81 Lc <PIN>             -> 9000 | 63Cx (x tries left) | 6983 (locked)
-VERIFY        00 20 00 81                      -> 9000 (verified) | 63Cx | 6983: reads the counter, spends nothing
+VERIFY        00 20 00 81                      -> 9000 (verified) | 63Cx | 6983: reads the counter only
 PSO:CDS       00 2A 9E 9A Lc <input> 00        -> signature, 9000 | 6982 (PIN not verified)
     RSA: input = DigestInfo (the card pads PKCS#1 v1.5); SM2: input = e = SM3(ZA || M), 32 bytes.
 """

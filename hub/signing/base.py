@@ -85,5 +85,6 @@ def check_certificate(info: CertificateInfo, now: dt.datetime | None = None) -> 
 def check_key_type(info: CertificateInfo, algorithm: SignatureAlgorithm) -> None:
     if info.key_type != algorithm.key_type:
         raise errors.SignerAlgorithmUnsupported(
-            f"certificate {info.number} holds a {info.key_type} key, {algorithm.name} needs {algorithm.key_type}"
+            f"certificate {info.number} holds a {info.key_type} key; "
+            f"{algorithm.name} needs {algorithm.key_type}"
         )

@@ -50,13 +50,15 @@ class CardSigner:
         reader: str | None = None,
         clock: Callable[[], dt.datetime] = utcnow,
     ) -> None:
-        """`reader`: the PC/SC reader name, or a prefix of it; None takes the first reader holding our card."""
+        """`reader`: a PC/SC reader name or its prefix; None takes the first reader holding our card."""
         self._pin = pin
         self._state_dir = Path(state_dir)
         self._reader = reader
         self._clock = clock
         self._lock = threading.RLock()
         self._errors = _pcsc_errors()
+        self._open_errors: tuple[type[Exception], ...] = (*self._errors, CardError)
+        self._absent_errors: tuple[type[Exception], ...] = (*self._errors, CardAbsent)
         self._connection: Any = None
         self._reader_name: str | None = None
         self._certificate: x509.Certificate | None = None
@@ -88,14 +90,15 @@ class CardSigner:
                 if sw != apdu.SW_OK:
                     raise CardError(f"{reader}: the card does not know our application ({sw:04X})")
                 cert = load_certificate(self._read_certificate())
-            except self._errors + (CardError,) as exc:
+            except self._open_errors as exc:
                 last_error = f"{reader}: {exc}"
                 self._close_connection()
                 continue
             if self._certificate is not None and certificate_number(cert) != self._info_number():
                 self._close_connection()
                 raise CardAbsent(
-                    f"{reader} holds card {certificate_number(cert)}, not {self._info_number()}: waiting for it"
+                    f"{reader} holds card {certificate_number(cert)}, not {self._info_number()}: "
+                    "waiting for the right card"
                 )
             self._reader_name = str(reader)
             self._certificate = cert
@@ -227,7 +230,7 @@ class CardSigner:
                 self._open()
                 status.tries_left = self._tries_left()
                 status.card_present = True
-            except self._errors + (CardAbsent,) as exc:
+            except self._absent_errors as exc:
                 self._close_connection()
                 status.state, status.card_present = "card absent", False
                 status.warnings.append(str(exc))

@@ -1,7 +1,7 @@
 """E-Port certificates: the certificate number, the enterprise fields in private extensions, validity.
 
-The extension 1.3.6.1.4.1.5315.100.5.8 holds the card holder's personal ID number: it is never read here, so it
-can reach no status, log or receipt.
+The extension 1.3.6.1.4.1.5315.100.5.8 holds the card holder's personal ID number: it is never read here, so
+it can reach no status, log or receipt.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """The E-Port client: the local WebSocket JSON-RPC service through which most enterprises reach their card.
 
 Request  {"_method": "cus-sec_SpcSignDataAsPEM", "_id": 7, "args": {"inData": "...", "passwd": "..."}}
-Answer   {"_id": 7, "_method": "...", "_status": "00", "_args": {"Result": true, "Data": [...], "Error": [...]}}
+Answer   {"_id": 7, "_method": "...", "_status": "00",
+          "_args": {"Result": true, "Data": [...], "Error": [...]}}
 
 SpcSignDataAsPEM signs inData with the card's own algorithm (RSA-SHA1 on RSA cards, SM2-SM3 on SM2 cards) and
 answers [signature base64, certificate number]; SpcGetSignCertAsPEM answers [certificate base64];
@@ -137,9 +138,10 @@ class EPortClientSigner:
     def sign(self, data: bytes, algorithm: SignatureAlgorithm) -> bytes:
         with self._lock:
             info = self._load_certificate()
-            if CARD_ALGORITHMS.get(info.key_type) != algorithm.name:
+            card_algorithm = CARD_ALGORITHMS.get(info.key_type)
+            if card_algorithm != algorithm.name:
                 raise SignerAlgorithmUnsupported(
-                    f"the E-Port client signs {CARD_ALGORITHMS.get(info.key_type)} with this card, not {algorithm.name}"
+                    f"the E-Port client signs {card_algorithm} with this card, not {algorithm.name}"
                 )
             check_certificate(info, self._clock())
             pin_guard.ensure_not_blocked(self._state_dir, info.number)

@@ -96,7 +96,9 @@ def _splice(xml: bytes, root: etree._Element, signature: etree._Element) -> byte
     if end_tag < 0:  # a self-closing root, or an encoding that is not ASCII-compatible
         tree = root.getroottree()
         declared = xml.lstrip().startswith(b"<?xml")
-        return bytes(etree.tostring(tree, encoding=tree.docinfo.encoding, xml_declaration=declared))
+        serialised = etree.tostring(tree, encoding=tree.docinfo.encoding, xml_declaration=declared)
+        assert isinstance(serialised, bytes)  # an encoding was given
+        return serialised
     return xml[:end_tag] + signature_bytes + xml[end_tag:]
 
 

@@ -1,8 +1,8 @@
 """SM2 signatures with SM3 (GB/T 32918, GM/T 0009): raw r||s, signer ID 1234567812345678.
 
 The curve arithmetic comes from gmssl; the SM3 hashing (ZA and e) from `cryptography`. gmssl's own nonce
-helper uses the `random` module, which is predictable, so the nonce k is drawn here with `secrets`: a guessable
-k gives away the private key.
+helper uses the `random` module, which is predictable, so the nonce k is drawn here with `secrets`: a
+guessable k gives away the private key.
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ out; starting it again is putting it back.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -212,20 +213,15 @@ class CardSlot:
                 continue
             conn.settimeout(None)
             self._connection = conn
-            with conn:
-                try:
-                    _serve_connection(self.card, conn, self._stop)
-                except OSError:
-                    pass  # vpcd went away (pcscd restarted): dial again
+            with conn, contextlib.suppress(OSError):  # vpcd went away (pcscd restarted): dial again
+                _serve_connection(self.card, conn, self._stop)
             self.card.power_off()
 
     def remove(self) -> None:
         self._stop.set()
         if self._connection is not None:
-            try:
+            with contextlib.suppress(OSError):
                 self._connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
         self._thread.join(timeout=5)
 
 

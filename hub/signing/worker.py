@@ -43,7 +43,7 @@ class SigningWorker:
         retry_interval: float = 0.25,
         name: str = "card",
     ) -> None:
-        """`timeout`: how long a request may wait, queue and absent card included, before DEADLINE_EXCEEDED."""
+        """`timeout`: how long a request may wait, queue and absent card included (DEADLINE_EXCEEDED)."""
         self.signer = signer
         self.timeout = timeout
         self.retry_interval = retry_interval

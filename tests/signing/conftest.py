@@ -56,7 +56,7 @@ def declared_message(seq: int = 1, lines: int = 40) -> bytes:
         ' version="1.0">\n'
         f"  <eci:Head>\n    <eci:AppType>1</eci:AppType>\n    <eci:AppStatus>2</eci:AppStatus>\n"
         f"    <eci:Seq>{seq}</eci:Seq>\n  </eci:Head>\n  <eci:Body>{items}\n  </eci:Body>\n"
-        "  <eci:Sender copCode=\"91440300MA5TNFGY90\" copName=\"深圳市鹏程远航进出口有限公司\"/>\n"
+        '  <eci:Sender copCode="91440300MA5TNFGY90" copName="深圳市鹏程远航进出口有限公司"/>\n'
         "</eci:ECI101Message>\n"
     ).encode()
 

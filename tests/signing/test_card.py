@@ -36,7 +36,9 @@ def card_signer(tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     ("profile", "method"), [("rsa-card", "rsa-sha256"), ("rsa-card", "rsa-sha1"), ("sm2-card", "sm2-sm3")]
 )
-def test_a_batch_of_declared_messages_is_signed_by_the_card(profile, method, start_card, card_signer, trusted):
+def test_a_batch_of_declared_messages_is_signed_by_the_card(
+    profile, method, start_card, card_signer, trusted
+):
     card = start_card(profile)
     signer = card_signer()
 

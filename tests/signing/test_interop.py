@@ -71,7 +71,11 @@ def _template(method: str, digest: str) -> bytes:
 @pytest.mark.parametrize(
     ("method", "digest", "expected"),
     [
-        ("http://www.w3.org/2001/04/xmldsig-more#rsa-sha256", "http://www.w3.org/2001/04/xmlenc#sha256", "rsa-sha256"),
+        (
+            "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256",
+            "http://www.w3.org/2001/04/xmlenc#sha256",
+            "rsa-sha256",
+        ),
         (f"{DSIG}rsa-sha1", f"{DSIG}sha1", "rsa-sha1"),
     ],
 )
@@ -104,8 +108,11 @@ def _der_to_raw(signature: bytes) -> bytes:
 
 
 def _openssl_sm2(action: str, message: Path, *extra: str) -> subprocess.CompletedProcess[bytes]:
-    key = ["-inkey", str(FIXTURES / "xinghe-sm2.key.pem")] if action == "-sign" else [
-        "-certin", "-inkey", str(FIXTURES / "xinghe-sm2.cert.pem")]
+    key = (
+        ["-inkey", str(FIXTURES / "xinghe-sm2.key.pem")]
+        if action == "-sign"
+        else ["-certin", "-inkey", str(FIXTURES / "xinghe-sm2.cert.pem")]
+    )
     return subprocess.run(
         ["openssl", "pkeyutl", action, "-rawin", "-digest", "sm3", "-pkeyopt", "distid:1234567812345678",
          *key, "-in", str(message), *extra],
@@ -141,7 +148,7 @@ def test_openssl_verifies_hub_sm2_signatures(sm2_signer, tmp_path):
 
 
 def _canonical_signed_info(method: str, digest_uri: str, digest: bytes) -> bytes:
-    """SignedInfo written by hand in C14N form: in-scope namespaces (eci, ds) sorted, empty elements paired."""
+    """SignedInfo written by hand in C14N form: in-scope namespaces sorted, empty elements as pairs."""
     return (
         f'<ds:SignedInfo xmlns:ds="{DSIG}" xmlns:eci="{ECI}">'
         f'<ds:CanonicalizationMethod Algorithm="{C14N}"></ds:CanonicalizationMethod>'
@@ -160,18 +167,28 @@ def _canonical_signed_info(method: str, digest_uri: str, digest: bytes) -> bytes
         (f"{DSIG}sm2-sm3", f"{DSIG}sha1", "-sha1", "sm2-sm3-w3c"),
     ],
 )  # fmt: skip
-def test_hub_verifies_sm2_signatures_made_by_openssl(method, digest_uri, openssl_digest, expected, trusted, tmp_path):
+def test_hub_verifies_sm2_signatures_made_by_openssl(
+    method, digest_uri, openssl_digest, expected, trusted, tmp_path
+):
     need_tool("openssl")
     xmllint = need_tool("xmllint")
     original = declared_message()
     (tmp_path / "original.xml").write_bytes(original)
-    digest = run("openssl", "dgst", openssl_digest, "-binary", stdin=run(xmllint, "--c14n", str(tmp_path / "original.xml")))
+    digest = run(
+        "openssl",
+        "dgst",
+        openssl_digest,
+        "-binary",
+        stdin=run(xmllint, "--c14n", str(tmp_path / "original.xml")),
+    )
     signed_info = _canonical_signed_info(method, digest_uri, digest)
     (tmp_path / "signed_info").write_bytes(signed_info)
     made = _openssl_sm2("-sign", tmp_path / "signed_info")
     assert made.returncode == 0, made.stderr
     certificate = b"".join(
-        line for line in (FIXTURES / "xinghe-sm2.cert.pem").read_bytes().splitlines() if not line.startswith(b"-----")
+        line
+        for line in (FIXTURES / "xinghe-sm2.cert.pem").read_bytes().splitlines()
+        if not line.startswith(b"-----")
     )
     signature = (
         f'<ds:Signature xmlns:ds="{DSIG}">'.encode()

@@ -34,7 +34,11 @@ def test_signed_message_verifies_and_names_its_certificate(algorithm, rsa_signer
     assert signature.find(f"{DS}SignedInfo/{DS}SignatureMethod").get("Algorithm") == ALGORITHMS[algorithm].uri
     key_info = signature.find(f"{DS}KeyInfo")
     assert [child.tag for child in key_info] == [f"{DS}KeyName", f"{DS}X509Data"]
-    assert key_info[0].text == verified.certificate_number == ("02b3c4d5" if algorithm == "sm2-sm3" else "01a2b3c4")
+    assert (
+        key_info[0].text
+        == verified.certificate_number
+        == ("02b3c4d5" if algorithm == "sm2-sm3" else "01a2b3c4")
+    )
 
 
 def test_signing_leaves_every_byte_of_the_document_in_place(rsa_signer):

@@ -8,6 +8,8 @@ import time
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding
 
 from hub.signing import errors
 from hub.signing.algorithms import algorithm
@@ -78,7 +80,9 @@ def test_status_shows_the_enterprise_and_never_the_holder_id(sm2_signer):
 class FlakyCard:
     """A signer whose card is out for the first `absent_for` seconds, or that fails for good."""
 
-    def __init__(self, inner: SoftwareKeySigner, absent_for: float = 0.0, error: Exception | None = None) -> None:
+    def __init__(
+        self, inner: SoftwareKeySigner, absent_for: float = 0.0, error: Exception | None = None
+    ) -> None:
         self.inner = inner
         self.back_at = time.monotonic() + absent_for
         self.error = error
@@ -114,9 +118,6 @@ def test_requests_wait_for_an_absent_card_and_are_served_in_order(rsa_signer, tr
     assert waiting.state == "card absent" and waiting.queue_depth == 4
     public_key = rsa_signer.certificate().public_key()
     for i, value in enumerate(values):
-        from cryptography.hazmat.primitives import hashes
-        from cryptography.hazmat.primitives.asymmetric import padding
-
         public_key.verify(value, f"message {i}".encode(), padding.PKCS1v15(), hashes.SHA256())
 
 
