@@ -24,8 +24,10 @@ make .venv/.installed </dev/null
 # another interface is dropped.
 if ! grep -q '^DEVICENAME */dev/null:0x8C7B' /etc/reader.conf.d/vpcd; then
     sed -i 's|^DEVICENAME.*|DEVICENAME   /dev/null:0x8C7B|' /etc/reader.conf.d/vpcd
-    pkill -x pcscd || true  # a running pcscd keeps the reader configuration it started with
-    sleep 0.5
+    # A running pcscd keeps the reader configuration it started with: restart the one this script started.
+    if [ -f var/pcscd.pid ] && kill "$(cat var/pcscd.pid)" 2>/dev/null; then
+        sleep 0.5
+    fi
 fi
 rule=(INPUT -p tcp --dport 35963:35964 ! -i lo -j DROP)
 iptables -C "${rule[@]}" 2>/dev/null || iptables -A "${rule[@]}"
@@ -34,6 +36,7 @@ iptables -C "${rule[@]}" 2>/dev/null || iptables -A "${rule[@]}"
 if ! pgrep -x pcscd >/dev/null; then
     mkdir -p var
     nohup pcscd --foreground >var/pcscd.log 2>&1 </dev/null &
+    echo $! >var/pcscd.pid
 fi
 for _ in $(seq 50); do
     [ -S /run/pcscd/pcscd.comm ] && break
