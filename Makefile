@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint demo bench clean
+.PHONY: run test lint demo clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,14 +15,11 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(PY) run_hub.py run
 
-demo: $(STAMP)
-	$(PY) run_hub.py demo
-
-test: $(STAMP)
+test: lint
 	$(PY) -m pytest
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check hub tests run_hub.py
+	$(VENV)/bin/ruff check hub tests run_hub.py bench
 	$(VENV)/bin/mypy
 
 clean:

@@ -68,13 +68,14 @@ class StatusReader:
             (messages.c.direction == "in") & (messages.c.partner == source),
             (messages.c.direction == "out") & (messages.c.partner == target),
         )
-        counts = dict(
-            conn.execute(
+        counts: dict[str, int] = {
+            direction: n
+            for direction, n in conn.execute(
                 select(messages.c.direction, func.count())
                 .where(messages.c.message_type == mtype, of_route)
                 .group_by(messages.c.direction)
-            ).all()
-        )
+            )
+        }
         failed = conn.execute(
             select(messages)
             .where(messages.c.message_type == mtype, of_route, messages.c.error_code.is_not(None))

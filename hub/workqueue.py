@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, and_, delete, func, insert, select, update
+from sqlalchemy import ColumnElement, Connection, and_, delete, func, insert, select, update
 
 from hub.store import Store, work
 
@@ -81,7 +81,7 @@ class DbWorkQueue:
             ).rowcount
 
     @staticmethod
-    def _held(item: WorkItem) -> object:
+    def _held(item: WorkItem) -> ColumnElement[bool]:
         return and_(work.c.id == item.id, work.c.state == "leased", work.c.lease_owner == item.owner)
 
     def complete(self, conn: Connection, item: WorkItem) -> None:
@@ -106,7 +106,8 @@ class DbWorkQueue:
 
     @staticmethod
     def depth(conn: Connection) -> dict[str, object]:
-        counts = dict(conn.execute(select(work.c.state, func.count()).group_by(work.c.state)).all())
+        by_state = conn.execute(select(work.c.state, func.count()).group_by(work.c.state))
+        counts: dict[str, int] = {state: n for state, n in by_state}
         oldest = conn.execute(
             select(func.min(work.c.created_at)).where(work.c.state.in_(("ready", "leased")))
         ).scalar()

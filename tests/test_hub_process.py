@@ -127,7 +127,7 @@ def test_kill_9_in_the_middle_of_500_pending_policies(tmp_path: Path) -> None:
     process.start()
     try:
         for n in range(count):
-            message_id, payload = _pending_policy(n)
+            _, payload = _pending_policy(n)
             exchange.drop("insurer", f"insurer-pending-policy-{n:04d}.xml", payload)
         exchange.wait_files("platform", "out", 50, "PendingPolicy_*", timeout=60)
         process.kill9()

@@ -97,7 +97,7 @@ class InsurerXml:
         ns = self.namespace
         root = etree.Element(
             f"{{{ns}}}ECI{root_code(message)}Message",
-            nsmap={None: ns},
+            nsmap={None: ns},  # type: ignore[dict-item]  # lxml's stubs miss the default namespace
             attrib={"guid": message.message_id, "version": self.version},
         )
         head = etree.SubElement(root, f"{{{ns}}}Head")
@@ -238,7 +238,7 @@ def _shape(model: type[BaseModel]) -> dict[str, tuple[bool, type[BaseModel] | No
         annotation = info.annotation
         while get_origin(annotation) in (Union, UnionType):  # Optional[X]
             annotation = next(a for a in get_args(annotation) if a is not type(None))
-        repeated = get_origin(annotation) is list
+        repeated = get_origin(annotation) in (list, tuple)
         if repeated:
             annotation = get_args(annotation)[0]
         nested = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None

@@ -22,7 +22,9 @@ USCC = Annotated[
 OrgCode = Annotated[
     str, Field(json_schema_extra={"pattern": "^[0-9A-Z]{8}[0-9X]$"}), AfterValidator(identifiers.validate_org_code)
 ]
-Mobile = Annotated[str, Field(json_schema_extra={"pattern": "^1[3-9][0-9]{9}$"}), AfterValidator(identifiers.validate_mobile)]
+Mobile = Annotated[
+    str, Field(json_schema_extra={"pattern": "^1[3-9][0-9]{9}$"}), AfterValidator(identifiers.validate_mobile)
+]
 Landline = Annotated[str, AfterValidator(identifiers.validate_landline)]
 PlatformEmail = Annotated[str, AfterValidator(identifiers.validate_platform_email)]
 MessageId = Annotated[

@@ -67,4 +67,4 @@ class Receipt(CanonicalMessage):
     return_status: ReturnStatus
     return_time: ReceiptTime
     return_info: Annotated[str, Field(min_length=1, max_length=1000)]
-    errors: list[ReceiptError] = []
+    errors: tuple[ReceiptError, ...] = ()

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from datetime import date
 from decimal import Decimal
-from enum import Enum
-from typing import Annotated, Literal
+from enum import StrEnum
+from typing import Annotated
 
 from pydantic import Base64Bytes, Field, ValidationInfo, field_validator, model_validator
 
@@ -62,12 +62,12 @@ class PdfDocument(Record):
         return value
 
 
-class PolicyKind(str, Enum):
+class PolicyKind(StrEnum):
     NEW_BUSINESS = "new"  # 中小企业综合保险投保单（小微企业适用）
     RENEWAL = "renewal"  # 中小企业综合保险续转单证（小微企业适用）
 
 
-class CardKind(str, Enum):
+class CardKind(StrEnum):
     LEGAL_PERSON = "legal-person"  # 法人卡
     OPERATOR = "operator"  # 操作员卡
 
@@ -106,8 +106,15 @@ class InsuranceApplication(UnderwritingMessage):
 
     enterprise: Enterprise
     contact: Contact
-    declaration_accepted: Literal[True]  # 已认真阅读以上内容并同意
+    declaration_accepted: bool  # 已认真阅读以上内容并同意
     confirmed_with: CardKind
+
+    @field_validator("declaration_accepted")
+    @classmethod
+    def _declaration_must_be_accepted(cls, value: bool) -> bool:
+        if not value:
+            raise ValueError("the declaration 已认真阅读以上内容并同意 must be accepted before the application is sent")
+        return value
 
     @field_validator("confirmed_with")
     @classmethod

@@ -35,9 +35,39 @@ class SchemaSource:
     path: Path
 
 
+_XSD = "{http://www.w3.org/2001/XMLSchema}"
+
+
+def _check_locations(path: Path, seen: set[Path] | None = None) -> None:
+    """Every file a schema includes or imports must exist; say which one does not (libxml2 only says that it
+    "could not build an URI")."""
+    seen = set() if seen is None else seen
+    if path in seen:
+        return
+    seen.add(path)
+    if not path.is_file():
+        raise SchemaLoadError(f"schema {path} does not exist")
+    try:
+        tree = etree.parse(str(path))
+    except etree.XMLSyntaxError as exc:
+        raise SchemaLoadError(f"schema {path}: not well-formed XML: {exc.msg}") from exc
+    for ref in tree.iter(f"{_XSD}include", f"{_XSD}import", f"{_XSD}redefine"):
+        location = ref.get("schemaLocation")
+        if location is None or "://" in location:
+            continue
+        target = (path.parent / location).resolve()
+        if not target.is_file():
+            kind = etree.QName(ref).localname
+            raise SchemaLoadError(
+                f"schema {path}: line {ref.sourceline} {kind}s {location!r}, which does not exist in {target.parent}"
+            )
+        _check_locations(target, seen)
+
+
 class CompiledSchema:
     def __init__(self, source: SchemaSource) -> None:
         self.source = source
+        _check_locations(source.path)
         try:
             self._lxml = etree.XMLSchema(etree.parse(str(source.path)))
         except (OSError, etree.XMLSchemaParseError, etree.XMLSyntaxError) as exc:
@@ -53,11 +83,11 @@ class CompiledSchema:
             return []
         found = [SchemaProblem(e.path or "", e.reason or e.message) for e in self._detail.iter_errors(root)]
         if not found:  # the two validators disagree: trust libxml2's verdict, report its words
-            found = [SchemaProblem("", e.message) for e in self._lxml.error_log]
+            found = [SchemaProblem("", _first_line(str(self._lxml.error_log)))]
         return found
 
 
-def _first_line(exc: BaseException) -> str:
+def _first_line(exc: BaseException | str) -> str:
     text = str(exc).strip() or type(exc).__name__
     return text.splitlines()[0]
 

@@ -1,0 +1,73 @@
+"""Mappers are pure: canonical → XML or JSON → canonical is the identity, and emitted XML is schema-valid for an
+independent validator too."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import jsonschema
+from hypothesis import HealthCheck, find, given, settings
+
+from hub.mappers.insurer_xml import InsurerXml
+from hub.mappers.platform_json import PlatformJson, platform_json_schemas
+from hub.models import MESSAGE_TYPES, CanonicalMessage
+from hub.schemas import HUB_SCHEMAS, SCHEMA_DIR, SchemaRegistry
+from tests.conftest import UNDERWRITING, needs
+from tests.strategies import ALL_MESSAGES
+
+XML = InsurerXml(SchemaRegistry(HUB_SCHEMAS).get("eci/1.0"))
+JSON = PlatformJson()
+JSON_VALIDATORS = {name: jsonschema.Draft202012Validator(s) for name, s in platform_json_schemas().items()}
+ROUND_TRIPS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@ROUND_TRIPS
+@given(ALL_MESSAGES)
+def test_insurer_xml_round_trip_is_identity(message: CanonicalMessage) -> None:
+    assert XML.decode(XML.encode(message)) == message
+
+
+@ROUND_TRIPS
+@given(ALL_MESSAGES)
+def test_platform_json_round_trip_is_identity(message: CanonicalMessage) -> None:
+    assert JSON.decode(JSON.encode(message)) == message
+
+
+def test_every_valid_fixture_decodes_and_re_encodes_to_the_same_bytes() -> None:
+    for path in sorted((UNDERWRITING / "valid").iterdir()):
+        fmt = XML if path.suffix == ".xml" else JSON
+        raw = path.read_bytes()
+        assert fmt.encode(fmt.decode(raw)).strip() == raw.strip(), path.name
+
+
+def test_json_schemas_cover_every_message_type_and_carry_identifier_patterns() -> None:
+    schemas = platform_json_schemas()
+    assert set(schemas) == set(MESSAGE_TYPES)
+    application = schemas["InsuranceApplication"]
+    assert application["properties"]["messageType"] == {"const": "InsuranceApplication"}
+    assert application["$defs"]["Enterprise"]["properties"]["uscc"]["pattern"] == "^[0-9A-HJ-NP-RTUW-Y]{18}$"
+
+
+@ROUND_TRIPS
+@given(ALL_MESSAGES)
+def test_emitted_json_validates_against_its_generated_schema(message: CanonicalMessage) -> None:
+    JSON_VALIDATORS[message.message_type].validate(json.loads(JSON.encode(message)))
+
+
+def test_emitted_xml_validates_with_xmllint(tmp_path: Path) -> None:
+    needs(shutil.which("xmllint") is not None, "xmllint (Debian libxml2-utils) is not installed")
+
+    written = []
+    for n, model in enumerate(MESSAGE_TYPES.values()):
+        message = find(ALL_MESSAGES, lambda m, model=model: isinstance(m, model))
+        path = tmp_path / f"{n}-{model.message_type}.xml"
+        path.write_bytes(XML.encode(message))
+        written.append(str(path))
+    written += [str(p) for p in (UNDERWRITING / "valid").glob("*.xml")]
+    done = subprocess.run(["xmllint", "--noout", "--schema", str(SCHEMA_DIR / "eci" / "1.0" / "eci.xsd"), *written],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.count(" validates") == len(written)
