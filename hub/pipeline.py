@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -46,6 +47,15 @@ _MAX_RECEIPT_ERRORS = 20
 _UNPRINTABLE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """An inbound message decoded, with its receiver and the bytes it will receive (None: no route)."""
+
+    message: CanonicalMessage
+    destination: str | None
+    payload: bytes | None
+
+
 def _clip(text: str, limit: int) -> str:
     """Receipt text: no control characters (XML forbids them), at most `limit` characters."""
     text = _UNPRINTABLE.sub("?", text)
@@ -76,7 +86,13 @@ class Pipeline:
 
     def take_in(self, claimed: ClaimedInput) -> None:
         """Store an input as received and schedule its processing, once, whatever crashed before."""
-        raw = claimed.read(self.config.partners[claimed.partner].max_message_bytes)
+        with self.store.read() as conn:
+            if self.store.message_exists(conn, claimed.hub_id):
+                return
+        try:
+            raw = claimed.read(self.config.partners[claimed.partner].max_message_bytes)
+        except FileNotFoundError:
+            return  # a worker settled it since it was listed, so it was stored
         with self.store.begin() as conn:
             if self.store.message_exists(conn, claimed.hub_id):
                 return
@@ -134,11 +150,19 @@ class Pipeline:
     # -- process: decide on one inbound message --------------------------------------------------------
 
     def _process(self, item: WorkItem) -> None:
-        with self.store.begin() as conn:
+        with self.store.read() as conn:
             row = self.store.get_message(conn, item.message)
-            if row.state == "received":
+        # Decoding and mapping are pure and the slow part: done before taking the write lock.
+        prepared = self._prepare(row) if row.state == "received" else None
+        with self.store.begin() as conn:
+            if prepared is not None and self.store.get_message(conn, row.id).state == "received":
                 try:
-                    self._decide(conn, row)
+                    if isinstance(prepared, HubError):
+                        raise prepared
+                    if isinstance(prepared.message, Receipt):
+                        self._take_receipt(conn, row, prepared.message)
+                    else:
+                        self._accept(conn, row, prepared)
                 except HubError as err:
                     if err.disposition is not Disposition.REJECT:
                         raise
@@ -146,17 +170,23 @@ class Pipeline:
                 self.queue.enqueue(conn, "settle", row.id)
             self.queue.complete(conn, item)
 
-    def _decide(self, conn: Connection, row: Any) -> None:
-        if row.raw is None:
-            limit = self.config.partners[row.partner].max_message_bytes
-            raise HubError(MESSAGE_TOO_LARGE, f"{row.size} bytes is over the limit of {limit} bytes")
-        message = self.formats[row.partner].decode(row.raw)
-        if isinstance(message, Receipt):
-            self._take_receipt(conn, row, message)
-        else:
-            self._accept(conn, row, message)
+    def _prepare(self, row: Any) -> Prepared | HubError:
+        """The message decoded and, where a route takes it, mapped for its receiver; or why it is refused."""
+        try:
+            if row.raw is None:
+                limit = self.config.partners[row.partner].max_message_bytes
+                raise HubError(MESSAGE_TOO_LARGE, f"{row.size} bytes is over the limit of {limit} bytes")
+            message = self.formats[row.partner].decode(row.raw)
+        except HubError as err:
+            if err.disposition is not Disposition.REJECT:
+                raise
+            return err
+        destination = None if isinstance(message, Receipt) else self.routes.get((message.message_type, row.partner))
+        payload = self.formats[destination].encode(message) if destination else None
+        return Prepared(message, destination, payload)
 
-    def _accept(self, conn: Connection, row: Any, message: CanonicalMessage) -> None:
+    def _accept(self, conn: Connection, row: Any, prepared: Prepared) -> None:
+        message, destination = prepared.message, prepared.destination
         sender, fmt = row.partner, self.formats[row.partner]
         mtype, mid = message.message_type, message.message_id
 
@@ -167,11 +197,9 @@ class Pipeline:
         if first:
             raise refuse(DUPLICATE_MESSAGE, f"message {mid} was already received from {sender} (hub id {first})",
                          "messageId")
-        destination = self.routes.get((mtype, sender))
-        if destination is None:
+        if destination is None or prepared.payload is None:
             raise refuse(NO_ROUTE, f"no route takes {mtype} from {sender}", "messageId")
         verdict = self._judge(conn, message, refuse)
-        payload = None if verdict.repeat else self.formats[destination].encode(message)
 
         # Every check has passed: record the decision, the onward message and the receipt together.
         key = message.business_key()
@@ -185,10 +213,10 @@ class Pipeline:
             enterprise = getattr(message, "enterprise", None)
             self.store.set_conversation(conn, message.family, key, enterprise.uscc if enterprise else "",
                                         verdict.becomes)
-        if payload is None:
+        if verdict.repeat:
             info = f"{mtype} acknowledged again: it was already received and forwarded"
         else:
-            self._send(conn, destination, message, payload, answers=row.id)
+            self._send(conn, destination, message, prepared.payload, answers=row.id)
             info = f"{mtype} accepted and forwarded to {destination}"
         self._answer(conn, row, message, ReturnStatus.ACCEPTED, info, [])
         log.info("accepted %s %s from %s (%s)", mtype, mid, sender, info)
@@ -289,7 +317,7 @@ class Pipeline:
     # -- deliver and settle ---------------------------------------------------------------------------
 
     def _deliver(self, item: WorkItem) -> None:
-        with self.store.begin() as conn:
+        with self.store.read() as conn:
             row = self.store.get_message(conn, item.message)
         if row.state == "pending":
             self.channels[row.partner].deliver(row.file_name, row.raw)
@@ -300,12 +328,12 @@ class Pipeline:
         log.info("delivered %s to %s/out/%s", row.message_type, row.partner, row.file_name)
 
     def _settle(self, item: WorkItem) -> None:
-        with self.store.begin() as conn:
+        with self.store.read() as conn:
             row = self.store.get_message(conn, item.message)
         accepted = row.state == "accepted"
         error = None
         if not accepted:
-            with self.store.begin() as conn:
+            with self.store.read() as conn:
                 receipt = conn.execute(
                     select(messages.c.canonical).where(messages.c.answers == row.id,
                                                        messages.c.message_type == "Receipt")

@@ -42,7 +42,7 @@ class StatusReader:
         self.started_at = started_at
 
     def status(self) -> dict[str, Any]:
-        with self.store.engine.connect() as conn:
+        with self.store.read() as conn:
             return {
                 "hub": {"started_at": _iso(self.started_at), "uptime_seconds": round(time.time() - self.started_at)},
                 "messages": self._messages(conn),
@@ -112,7 +112,7 @@ class StatusReader:
 
     def message(self, ident: str) -> dict[str, Any] | None:
         """One message's history, by the hub's id or by the message's own id (which may match several)."""
-        with self.store.engine.connect() as conn:
+        with self.store.read() as conn:
             rows = conn.execute(
                 select(messages).where(or_(messages.c.id == ident, messages.c.message_id == ident))
                 .order_by(messages.c.created_at)
@@ -140,7 +140,7 @@ class StatusReader:
 
     def healthy(self) -> bool:
         try:
-            with self.store.engine.connect() as conn:
+            with self.store.read() as conn:
                 conn.execute(select(1))
             return True
         except Exception:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import ColumnElement, Connection, and_, delete, func, insert, select, update
+from sqlalchemy import Connection, and_, bindparam, delete, func, insert, select, update
 
 from hub.store import Store, work
 
@@ -29,20 +29,38 @@ class WorkItem:
     owner: str
 
 
+_HELD = and_(work.c.id == bindparam("_id"), work.c.state == "leased", work.c.lease_owner == bindparam("_owner"))
+# Statements built once; the hot path passes only parameters.
+_ENQUEUE = insert(work)
+_NEXT_READY = (
+    select(work.c.id, work.c.kind, work.c.message, work.c.attempts)
+    .where(work.c.state == "ready", work.c.available_at <= bindparam("_now"))
+    .order_by(work.c.available_at, work.c.id)
+    .limit(1)
+)
+_LEASE = update(work).where(work.c.id == bindparam("_id"))
+_REAP = (
+    update(work)
+    .where(work.c.state == "leased", work.c.lease_until < bindparam("_now"))
+    .values(state="ready", lease_owner=None, lease_until=None)
+)
+_COMPLETE = delete(work).where(_HELD)
+_RELEASE = update(work).where(_HELD)
+
+
 class DbWorkQueue:
     def __init__(self, store: Store, lease_seconds: float) -> None:
         self.store = store
         self.lease_seconds = lease_seconds
         self._next_reap = 0.0
+        # SQLite has no row locks (BEGIN IMMEDIATE serialises claims); PostgreSQL skips rows others hold.
+        self._next_ready = _NEXT_READY if store.is_sqlite else _NEXT_READY.with_for_update(skip_locked=True)
 
     @staticmethod
     def enqueue(conn: Connection, kind: str, message: str, delay: float = 0.0) -> None:
         now = time.time()
-        conn.execute(
-            insert(work).values(
-                kind=kind, message=message, state="ready", attempts=0, available_at=now + delay, created_at=now
-            )
-        )
+        conn.execute(_ENQUEUE, {"kind": kind, "message": message, "state": "ready", "attempts": 0,
+                                "available_at": now + delay, "created_at": now})
 
     def claim(self, owner: str) -> WorkItem | None:
         now = time.time()
@@ -50,59 +68,31 @@ class DbWorkQueue:
             self.reap()
             self._next_reap = now + min(self.lease_seconds / 4, 5.0)
         with self.store.begin() as conn:
-            query = (
-                select(work.c.id, work.c.kind, work.c.message, work.c.attempts)
-                .where(work.c.state == "ready", work.c.available_at <= now)
-                .order_by(work.c.available_at, work.c.id)
-                .limit(1)
-            )
-            if not self.store.is_sqlite:  # SQLite has no row locks; BEGIN IMMEDIATE serialises claims
-                query = query.with_for_update(skip_locked=True)
-            row = conn.execute(query).first()
+            row = conn.execute(self._next_ready, {"_now": now}).first()
             if row is None:
                 return None
-            conn.execute(
-                update(work)
-                .where(work.c.id == row.id)
-                .values(
-                    state="leased", lease_until=now + self.lease_seconds, lease_owner=owner,
-                    attempts=row.attempts + 1,
-                )
-            )
+            conn.execute(_LEASE, {"_id": row.id, "state": "leased", "lease_until": now + self.lease_seconds,
+                                  "lease_owner": owner, "attempts": row.attempts + 1})
         return WorkItem(row.id, row.kind, row.message, row.attempts + 1, owner)
 
     def reap(self) -> int:
         """Return expired leases to the queue (their workers died or stalled)."""
         with self.store.begin() as conn:
-            return conn.execute(
-                update(work)
-                .where(work.c.state == "leased", work.c.lease_until < time.time())
-                .values(state="ready", lease_owner=None, lease_until=None)
-            ).rowcount
-
-    @staticmethod
-    def _held(item: WorkItem) -> ColumnElement[bool]:
-        return and_(work.c.id == item.id, work.c.state == "leased", work.c.lease_owner == item.owner)
+            return conn.execute(_REAP, {"_now": time.time()}).rowcount
 
     def complete(self, conn: Connection, item: WorkItem) -> None:
         """Done, in the same transaction as the work's effects; raises LeaseLost if the lease ran out."""
-        if conn.execute(delete(work).where(self._held(item))).rowcount != 1:
+        if conn.execute(_COMPLETE, {"_id": item.id, "_owner": item.owner}).rowcount != 1:
             raise LeaseLost(f"work item {item.id} ({item.kind}) is no longer leased by {item.owner}")
 
     def retry_later(self, item: WorkItem, delay: float, error: str) -> None:
         with self.store.begin() as conn:
-            conn.execute(
-                update(work)
-                .where(self._held(item))
-                .values(state="ready", available_at=time.time() + delay, lease_owner=None, lease_until=None,
-                        last_error=error)
-            )
+            conn.execute(_RELEASE, {"_id": item.id, "_owner": item.owner, "state": "ready", "lease_owner": None,
+                                    "lease_until": None, "available_at": time.time() + delay, "last_error": error})
 
     def park(self, conn: Connection, item: WorkItem, error: str) -> None:
-        conn.execute(
-            update(work).where(self._held(item)).values(state="parked", lease_owner=None, lease_until=None,
-                                                        last_error=error)
-        )
+        conn.execute(_RELEASE, {"_id": item.id, "_owner": item.owner, "state": "parked", "lease_owner": None,
+                                "lease_until": None, "last_error": error})
 
     @staticmethod
     def depth(conn: Connection) -> dict[str, object]:
