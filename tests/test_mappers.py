@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, find, given, settings
 
 from hub.mappers.insurer_xml import InsurerXml
 from hub.mappers.platform_json import PlatformJson, platform_json_schemas
+from hub.mappers.xsd import schema_text
 from hub.models import MESSAGE_TYPES, CanonicalMessage
 from hub.schemas import HUB_SCHEMAS, SCHEMA_DIR, SchemaRegistry
 from tests.conftest import UNDERWRITING, needs
@@ -71,3 +72,11 @@ def test_emitted_xml_validates_with_xmllint(tmp_path: Path) -> None:
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stderr.count(" validates") == len(written)
+
+
+def test_committed_schemas_are_what_the_models_write() -> None:
+    for source in HUB_SCHEMAS:
+        assert source.path.read_text(encoding="utf-8") == schema_text(source), (
+            f"{source.path} differs from what the models write: if partners may see this change, give it a new "
+            "version; then run `python -m hub.mappers.xsd`"
+        )

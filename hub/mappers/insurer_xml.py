@@ -32,16 +32,6 @@ from hub.models import MESSAGE_TYPES, CanonicalMessage, Receipt
 from hub.models.base import BEIJING
 from hub.schemas import CompiledSchema
 
-# The request numbers; a receipt answering ECInnn is ECI(nnn+1), ECI900 answers what could not be read.
-REQUEST_CODES = {
-    "PendingPolicy": 101,
-    "InsuranceApplication": 103,
-    "ApplicationReturned": 105,
-    "PolicyIssued": 107,
-    "PolicyReceipt": 109,
-}
-FORMAT_ERROR_CODE = 900
-_TYPE_BY_CODE = {code: name for name, code in REQUEST_CODES.items()}
 _APP_TIME = "%Y%m%d%H%M%S"
 _HEAD_FIELDS = {"message_id", "created_at", "app_type", "sender"}
 APP_STATUS_DECLARED = "2"
@@ -64,21 +54,28 @@ def parse_xml(raw: bytes) -> etree._Element:
     return root
 
 
-def root_code(message: CanonicalMessage) -> int:
-    if isinstance(message, Receipt):
-        answered = REQUEST_CODES.get(message.ref_message_type or "")
-        return answered + 1 if answered else FORMAT_ERROR_CODE
-    return REQUEST_CODES[message.message_type]
-
-
 class InsurerXml:
-    name = "insurer-xml"
+    """One of the hub's XML schemas (insurer or customs side): PREFIXnnnMessage, requests odd-numbered, the
+    receipt answering nnn is nnn+1, and 900 answers what could not be read."""
+
+    name = "xml"
     file_suffix = ".xml"
 
     def __init__(self, schema: CompiledSchema) -> None:
         self.schema = schema
         self.namespace = schema.source.namespace
         self.version = schema.source.version
+        self.prefix = schema.source.prefix
+        self.requests = {m.xml_code: m for m in MESSAGE_TYPES.values() if m.schema_name == schema.source.name}
+        self.codes = {m.message_type: code for code, m in self.requests.items()}
+
+    def root_code(self, message: CanonicalMessage) -> int:
+        if isinstance(message, Receipt):
+            answered = self.codes.get(message.ref_message_type or "")
+            return answered + 1 if answered else Receipt.xml_code
+        if message.message_type not in self.codes:
+            raise HubError(MAPPING_FAILED, f"{message.message_type} is not carried by {self.namespace}")
+        return self.codes[message.message_type]
 
     # -- canonical → XML --------------------------------------------------------------------------------
 
@@ -96,7 +93,7 @@ class InsurerXml:
     def to_element(self, message: CanonicalMessage) -> etree._Element:
         ns = self.namespace
         root = etree.Element(
-            f"{{{ns}}}ECI{root_code(message)}Message",
+            f"{{{ns}}}{self.prefix}{self.root_code(message)}Message",
             nsmap={None: ns},  # type: ignore[dict-item]  # lxml's stubs miss the default namespace
             attrib={"guid": message.message_id, "version": self.version},
         )
@@ -113,10 +110,19 @@ class InsurerXml:
         return root
 
     def field_path(self, message_type: str, loc: Sequence[int | str]) -> str:
-        root_path = f"/ECI{REQUEST_CODES.get(message_type, FORMAT_ERROR_CODE)}Message"
+        root_path = f"/{self.prefix}{self.codes.get(message_type, Receipt.xml_code)}Message"
         return _xml_path(root_path, f"{root_path}/{message_type}", loc)
 
     # -- XML → canonical --------------------------------------------------------------------------------
+
+    def _model_for_root(self, local_name: str) -> type[CanonicalMessage] | None:
+        number = local_name.removeprefix(self.prefix).removesuffix("Message")
+        if not (local_name.startswith(self.prefix) and local_name.endswith("Message") and number.isdigit()):
+            return None
+        code = int(number)
+        if code == Receipt.xml_code or (code % 2 == 0 and code - 1 in self.requests):
+            return Receipt
+        return self.requests.get(code)
 
     def decode(self, raw: bytes) -> CanonicalMessage:
         return self.from_element(parse_xml(raw))
@@ -131,7 +137,8 @@ class InsurerXml:
                 f"/{qname.localname}",
                 message_id=message_id,
             )
-        model, message_type = _model_for_root(qname.localname)
+        model = self._model_for_root(qname.localname)
+        message_type = model.message_type if model else None
         if model is None:
             raise HubError(
                 UNKNOWN_MESSAGE_TYPE,
@@ -170,16 +177,6 @@ class InsurerXml:
             raise hub_error_from_validation(
                 exc, lambda loc: _xml_path(root_path, body_path, loc), message_id=message_id, message_type=message_type
             ) from exc
-
-
-def _model_for_root(local_name: str) -> tuple[type[CanonicalMessage] | None, str | None]:
-    if not (local_name.startswith("ECI") and local_name.endswith("Message") and local_name[3:-7].isdigit()):
-        return None, None
-    code = int(local_name[3:-7])
-    if code == FORMAT_ERROR_CODE or (code % 2 == 0 and code - 1 in _TYPE_BY_CODE):
-        return Receipt, Receipt.message_type
-    name = _TYPE_BY_CODE.get(code)
-    return (MESSAGE_TYPES[name], name) if name else (None, None)
 
 
 _HEAD_PATHS = {"messageId": "Head/guid", "createdAt": "Head/appTime", "appType": "Head/appType", "sender": "Sender"}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timedelta, timezone
+from decimal import Decimal
 from enum import IntEnum
 from typing import Annotated, ClassVar
 
@@ -32,6 +33,11 @@ MessageId = Annotated[
     AfterValidator(identifiers.validate_message_id),
 ]
 Text = Annotated[str, Field(min_length=1, max_length=200)]
+# Amounts in a currency, to the cent. JSON Schema has no digit facets; the x- keys carry them to the XSD.
+Money = Annotated[
+    Decimal,
+    Field(gt=0, max_digits=14, decimal_places=2, json_schema_extra={"x-total-digits": 14, "x-fraction-digits": 2}),
+]
 
 
 def new_message_id() -> str:
@@ -69,6 +75,12 @@ class CanonicalMessage(Record):
 
     message_type: ClassVar[str]
     family: ClassVar[str]
+    # Which of the hub's XML schemas carries it ("eci": insurer, "cus": customs) and its number there: the
+    # root is PREFIXnnnMessage and the receipt answering it is nnn+1 (requests are odd).
+    schema_name: ClassVar[str] = "eci"
+    xml_code: ClassVar[int]
+    # The field holding the key of the conversation the message belongs to (None: it belongs to none).
+    key_field: ClassVar[str | None] = None
 
     message_id: MessageId
     created_at: datetime
@@ -86,4 +98,10 @@ class CanonicalMessage(Record):
 
     def business_key(self) -> str | None:
         """The key of the conversation this message belongs to, if it belongs to one."""
-        return None
+        return str(getattr(self, self.key_field)) if self.key_field else None
+
+    @classmethod
+    def key_alias(cls) -> str:
+        """The key field's name as partners spell it (for error paths)."""
+        assert cls.key_field is not None
+        return cls.model_fields[cls.key_field].alias or cls.key_field

@@ -59,6 +59,8 @@ class Receipt(CanonicalMessage):
 
     message_type = "Receipt"
     family = "receipt"
+    schema_name = "*"  # every schema has its receipts: ECI102 answers ECI101, ECI900 answers the unreadable
+    xml_code = 900
 
     ref_message_id: MessageId | None = None
     ref_message_type: Annotated[str, Field(max_length=40)] | None = None

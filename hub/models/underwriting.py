@@ -6,7 +6,6 @@ pending policy (insurer) → insurance application (platform) → returned or is
 from __future__ import annotations
 
 from datetime import date
-from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated
 
@@ -17,6 +16,7 @@ from hub.models.base import (
     CanonicalMessage,
     Landline,
     Mobile,
+    Money,
     OrgCode,
     PlatformEmail,
     Record,
@@ -74,17 +74,16 @@ class CardKind(StrEnum):
 
 class UnderwritingMessage(CanonicalMessage):
     family = "underwriting"
+    key_field = "proposal_no"
 
     proposal_no: ProposalNo  # 投保单号: the conversation's key, set by the insurer in the pending policy
-
-    def business_key(self) -> str:
-        return self.proposal_no
 
 
 class PendingPolicy(UnderwritingMessage):
     """待确认保单: pushed by the insurer; the enterprise cannot create one."""
 
     message_type = "PendingPolicy"
+    xml_code = 101
 
     policy_kind: PolicyKind
     insurer: Insurer
@@ -103,6 +102,7 @@ class InsuranceApplication(UnderwritingMessage):
     """投保申请 / 确认投保: the enterprise confirms the pending policy."""
 
     message_type = "InsuranceApplication"
+    xml_code = 103
 
     enterprise: Enterprise
     contact: Contact
@@ -128,6 +128,7 @@ class ApplicationReturned(UnderwritingMessage):
     """投保申请退回通知: the insurer returns the application with a reason."""
 
     message_type = "ApplicationReturned"
+    xml_code = 105
 
     insurer: Insurer
     enterprise: Enterprise
@@ -139,6 +140,7 @@ class PolicyIssued(UnderwritingMessage):
     """保单生效通知: the policy is in force and awaits the enterprise's receipt (待收悉)."""
 
     message_type = "PolicyIssued"
+    xml_code = 107
 
     policy_no: PolicyNo
     insurer: Insurer
@@ -146,7 +148,7 @@ class PolicyIssued(UnderwritingMessage):
     valid_from: date
     valid_to: date
     indemnity_ratio_percent: Annotated[int, Field(ge=1, le=100)]
-    max_liability_usd: Annotated[Decimal, Field(gt=0, max_digits=14, decimal_places=2)]
+    max_liability_usd: Money
     credit_period_days: Annotated[int, Field(ge=1, le=360)]
     policy_document: PdfDocument
 
@@ -161,6 +163,7 @@ class PolicyReceipt(UnderwritingMessage):
     """收悉确认: the enterprise acknowledges its policy (待收悉 → 已收悉)."""
 
     message_type = "PolicyReceipt"
+    xml_code = 109
 
     policy_no: PolicyNo
     enterprise: Enterprise

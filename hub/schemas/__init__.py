@@ -33,6 +33,7 @@ class SchemaSource:
     version: str
     namespace: str
     path: Path
+    prefix: str = ""  # of the root elements: ECI101Message
 
 
 _XSD = "{http://www.w3.org/2001/XMLSchema}"
@@ -113,5 +114,5 @@ class SchemaRegistry:
         return sorted(self._by_namespace)
 
 
-ECI_1_0 = SchemaSource("eci", "1.0", "urn:sw-eci-hub:insurer:1.0", SCHEMA_DIR / "eci" / "1.0" / "eci.xsd")
+ECI_1_0 = SchemaSource("eci", "1.0", "urn:sw-eci-hub:insurer:1.0", SCHEMA_DIR / "eci" / "1.0" / "eci.xsd", "ECI")
 HUB_SCHEMAS = [ECI_1_0]
