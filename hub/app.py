@@ -11,16 +11,30 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
+
+from cryptography import x509
 
 from hub.channels import Channel
 from hub.channels.folder import FolderChannel
-from hub.config import ConfigError, HubConfig
+from hub.config import (
+    ConfigError,
+    DeviceSignerConfig,
+    EPortClientSignerConfig,
+    HubConfig,
+    SignerConfig,
+    SoftwareSignerConfig,
+)
 from hub.mappers import MessageFormat
 from hub.mappers.insurer_xml import InsurerXml
 from hub.mappers.platform_json import PlatformJson
 from hub.pipeline import Pipeline
 from hub.schemas import HUB_SCHEMAS, SchemaRegistry
+from hub.signing import Signer, SigningError, SigningWorker, SoftwareKeySigner, load_certificate
+from hub.signing.card import CardSigner
+from hub.signing.eport_client import EPortClientSigner
 from hub.status import StatusReader, StatusServer
 from hub.store import Store
 from hub.workqueue import DbWorkQueue
@@ -43,20 +57,124 @@ def build_formats(config: HubConfig, registry: SchemaRegistry) -> dict[str, Mess
     return formats
 
 
+def load_trusted(config: HubConfig) -> dict[str, list[x509.Certificate]]:
+    """Each partner's trusted certificates, read once; an unreadable one is a config error naming it."""
+    trusted: dict[str, list[x509.Certificate]] = {}
+    for name, partner in config.partners.items():
+        trusted[name] = []
+        for i, path in enumerate(partner.signing.trusted_certificates):
+            try:
+                trusted[name].append(load_certificate(path))
+            except (OSError, ValueError) as exc:
+                raise ConfigError(f"partners.{name}.signing.trusted_certificates[{i}]: {path}: {exc}") from None
+    return trusted
+
+
+class Signers(Mapping[str, Signer]):
+    """The configured signers by name. A card (PC/SC or through the E-Port client) is a slow, serial device:
+    each sits behind its one SigningWorker, whose timeout bounds how long a pipeline worker waits for it."""
+
+    def __init__(self, config: HubConfig) -> None:
+        self.config = config
+        self._signers: dict[str, Signer] = {}
+        self._closers: list[Callable[[], None]] = []
+        try:
+            for name, signer in config.signers.items():
+                self._signers[name] = self._build(name, signer)
+        except BaseException:
+            self.close()
+            raise
+
+    def _build(self, name: str, config: SignerConfig) -> Signer:
+        where = f"signers.{name}"
+        if isinstance(config, SoftwareSignerConfig):
+            return _software_signer(where, config)
+        _key, pin = config.pin
+        device: CardSigner | EPortClientSigner
+        if isinstance(config, EPortClientSignerConfig):
+            device = EPortClientSigner(pin, config.state_dir, url=config.url, timeout=config.timeout_seconds)
+        else:
+            device = CardSigner(pin, config.state_dir, reader=config.reader)
+        worker = SigningWorker(device, max_queue=config.max_queue, timeout=config.timeout_seconds, name=name)
+        self._closers += [worker.close, device.close]  # the worker stops before its device closes
+        return worker
+
+    def status(self) -> dict[str, dict[str, Any]]:
+        """Each signer's status (never spends a PIN try, never shows the holder's personal ID number)."""
+        out: dict[str, dict[str, Any]] = {}
+        for name, signer in self._signers.items():
+            try:
+                found = signer.status().as_dict()
+            except Exception as exc:  # status must answer even when a signer cannot
+                log.exception("status of signer %s failed", name)
+                found = {"state": "status unavailable", "warnings": [f"{type(exc).__name__}: {exc}"]}
+            signs_for = sorted(p for p, c in self.config.partners.items() if c.signing.signer == name)
+            out[name] = {**found, "algorithm": self.config.signers[name].algorithm, "signs_for": signs_for}
+        return out
+
+    def close(self) -> None:
+        for close in self._closers:
+            close()
+        self._closers.clear()
+
+    def __getitem__(self, name: str) -> Signer:
+        return self._signers[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._signers)
+
+    def __len__(self) -> int:
+        return len(self._signers)
+
+
+def require_pins(config: HubConfig) -> None:
+    """Every PIN is where the config says: a missing one stops the start, rather than every message later."""
+    for name, signer in config.signers.items():
+        if isinstance(signer, DeviceSignerConfig):
+            key, pin = signer.pin
+            try:
+                pin.reveal()
+            except SigningError as exc:
+                raise ConfigError(f"signers.{name}.{key}: {exc.detail}") from None
+
+
+def _software_signer(where: str, config: SoftwareSignerConfig) -> Signer:
+    for key in ("key", "certificate", "pkcs12"):
+        path = getattr(config, key)
+        if path is not None and not path.is_file():
+            raise ConfigError(f"{where}.{key}: {path} is not a file")
+    found = config.secret_from("password_env", "password_file", required=config.pkcs12 is not None)
+    secret_key, password = found if found else ("password_env", None)
+    try:
+        if config.pkcs12 is not None:
+            assert password is not None  # required with pkcs12 (the config says so)
+            return SoftwareKeySigner.from_pkcs12(config.pkcs12, password)
+        assert config.key is not None and config.certificate is not None
+        return SoftwareKeySigner.from_pem(config.key, config.certificate, password)
+    except SigningError as exc:
+        key = secret_key if exc.code == "PIN_MISSING" else "pkcs12" if config.pkcs12 else "key"
+        raise ConfigError(f"{where}.{key}: {exc.detail}") from None
+    except ValueError as exc:
+        raise ConfigError(f"{where}.certificate: {exc}") from None
+
+
 class Hub:
     def __init__(self, config: HubConfig) -> None:
         self.config = config
         self.registry = SchemaRegistry(HUB_SCHEMAS)
         formats = build_formats(config, self.registry)
+        trusted = load_trusted(config)
+        require_pins(config)
+        self.signers = Signers(config)
         self.channels: dict[str, Channel] = {
             name: FolderChannel(name, Path(p.channel.root)) for name, p in config.partners.items()
         }
         self.store = Store(config.store.url)
         self.store.create_schema()
         self.queue = DbWorkQueue(self.store, config.queue.lease_seconds)
-        self.pipeline = Pipeline(config, self.store, self.queue, formats, self.channels)
+        self.pipeline = Pipeline(config, self.store, self.queue, formats, self.channels, self.signers, trusted)
         self.started_at = time.time()
-        self.status_reader = StatusReader(config, self.store, self.started_at)
+        self.status_reader = StatusReader(config, self.store, self.started_at, self.signers.status)
         self.status_server: StatusServer | None = None
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -70,8 +188,8 @@ class Hub:
         self._spawn("intake", self._intake_loop)
         for n in range(self.config.queue.workers):
             self._spawn(f"worker-{n + 1}", self._work_loop)
-        log.info("hub running: %d partners, %d routes, %d workers, store %s",
-                 len(self.channels), len(self.config.routes), self.config.queue.workers, self.store.engine.url)
+        log.info("hub running: %d partners, %d routes, %d workers, %d signers, store %s", len(self.channels),
+                 len(self.config.routes), self.config.queue.workers, len(self.signers), self.store.engine.url)
 
     def stop(self) -> None:
         self._stop.set()
@@ -79,6 +197,7 @@ class Hub:
             thread.join(timeout=10)
         if self.status_server:
             self.status_server.stop()
+        self.signers.close()
         self.store.close()
         log.info("hub stopped")
 

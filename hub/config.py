@@ -15,6 +15,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from hub.signing.secret import Secret
+
 ENV_PREFIX = "HUB_"
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "hub.toml"
 
@@ -51,6 +53,9 @@ class RetryConfig(Section):
 
     delays_seconds: list[Annotated[float, Field(ge=0)]] = [1, 5, 30, 120, 600]
     jitter: Annotated[float, Field(ge=0, le=1)] = 0.2
+    # While a signer cannot sign (card out, PIN blocked), a message waits and is tried again this often,
+    # without counting against delays_seconds: a card may stay out for hours and nothing may park for it.
+    wait_seconds: Annotated[float, Field(gt=0, le=300)] = 2.0
 
     @property
     def max_attempts(self) -> int:
@@ -63,6 +68,108 @@ class FolderChannelConfig(Section):
     poll_seconds: Annotated[float, Field(gt=0, le=60)] = 0.2
 
 
+class SecretSource(Section):
+    """A secret is named, never written: the environment variable or the file that holds it."""
+
+    def secret_from(self, env_key: str, file_key: str, *, required: bool) -> tuple[str, Secret] | None:
+        """(the key that names it, the secret); None when neither is given and it is optional."""
+        env, file = getattr(self, env_key), getattr(self, file_key)
+        if env is not None and file is not None:
+            raise ValueError(f"give {env_key} or {file_key}, not both")
+        if env is None and file is None:
+            if required:
+                raise ValueError(f"give {env_key} (an environment variable) or {file_key} (a file)")
+            return None
+        return (env_key, Secret.from_env(env)) if env is not None else (file_key, Secret.from_file(file))
+
+
+_EnvName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+_Algorithm = Literal["rsa-sha256", "rsa-sha1", "sm2-sm3"]
+
+
+class SoftwareSignerConfig(SecretSource):
+    """A key held by the hub: PEM key and certificate, or PKCS#12; its password, if any, by env or file."""
+
+    kind: Literal["software"]
+    key: Path | None = None
+    certificate: Path | None = None
+    pkcs12: Path | None = None
+    password_env: _EnvName | None = None
+    password_file: Path | None = None
+    algorithm: _Algorithm = "rsa-sha256"
+
+    @model_validator(mode="after")
+    def _one_key(self) -> SoftwareSignerConfig:
+        if (self.pkcs12 is None) == (self.key is None or self.certificate is None):
+            raise ValueError("give key and certificate (PEM files), or pkcs12 (a .p12 file)")
+        self.secret_from("password_env", "password_file", required=self.pkcs12 is not None)
+        return self
+
+
+class DeviceSignerConfig(SecretSource):
+    """A card, reached one way or another: a PIN, one worker signing one request at a time, a PIN guard."""
+
+    pin_env: _EnvName | None = None
+    pin_file: Path | None = None
+    state_dir: Path = Path("var/signing")  # where PIN blocks persist across restarts
+    max_queue: Annotated[int, Field(ge=1)] = 100
+    # How long one signature may wait for the card before its message is put back to wait (under the lease).
+    timeout_seconds: Annotated[float, Field(gt=0)] = 5.0
+
+    @model_validator(mode="after")
+    def _pin(self) -> DeviceSignerConfig:
+        self.secret_from("pin_env", "pin_file", required=True)
+        return self
+
+    @property
+    def pin(self) -> tuple[str, Secret]:
+        """(the key that names the PIN, the PIN's source)."""
+        found = self.secret_from("pin_env", "pin_file", required=True)
+        assert found is not None  # required
+        return found
+
+
+class CardSignerConfig(DeviceSignerConfig):
+    """The E-Port card in a PC/SC reader."""
+
+    kind: Literal["card"]
+    reader: str | None = None  # a reader name or its prefix; none: the first reader holding a card
+    algorithm: _Algorithm = "rsa-sha256"
+
+
+class EPortClientSignerConfig(DeviceSignerConfig):
+    """The card behind the E-Port client's local WebSocket service; it signs with the card's own algorithm."""
+
+    kind: Literal["eport-client"]
+    url: Annotated[str, Field(pattern=r"^wss?://")] = "ws://127.0.0.1:61232"
+    algorithm: Literal["rsa-sha1", "sm2-sm3"] = "rsa-sha1"
+
+
+SignerConfig = Annotated[
+    SoftwareSignerConfig | CardSignerConfig | EPortClientSignerConfig, Field(discriminator="kind")
+]
+
+
+class PartnerSigningConfig(Section):
+    """Signatures with one partner: who signs what the hub sends it, and what it must send signed."""
+
+    signer: str | None = None  # a [signers] name: signs every business message the hub sends this partner
+    require_signature: bool = False  # refuse what this partner sends unsigned
+    # Certificates (PEM or DER files) whose signatures the hub believes from this partner. With some and
+    # require_signature false, a signed message is checked and an unsigned one passes.
+    trusted_certificates: list[Path] = []
+
+    @model_validator(mode="after")
+    def _required_needs_trust(self) -> PartnerSigningConfig:
+        if self.require_signature and not self.trusted_certificates:
+            raise ValueError("require_signature needs trusted_certificates: whose signature would do?")
+        return self
+
+    @property
+    def verifies(self) -> bool:
+        return self.require_signature or bool(self.trusted_certificates)
+
+
 class PartnerConfig(Section):
     """A party the hub exchanges messages with: how it speaks, and where its messages come and go."""
 
@@ -71,11 +178,14 @@ class PartnerConfig(Section):
     schema_: str | None = Field(default=None, alias="schema", pattern=r"^[a-z]+/\d+\.\d+$")
     channel: FolderChannelConfig
     max_message_bytes: Annotated[int, Field(gt=0)] = 16 * 1024 * 1024
+    signing: PartnerSigningConfig = PartnerSigningConfig()
 
     @model_validator(mode="after")
     def _xml_needs_schema(self) -> PartnerConfig:
         if self.format == "xml" and not self.schema_:
             raise ValueError('an xml partner must name the schema it speaks, e.g. schema = "eci/1.0"')
+        if self.format != "xml" and self.signing != PartnerSigningConfig():
+            raise ValueError("signing: only xml partners' messages carry an XML signature")
         return self
 
 
@@ -99,6 +209,7 @@ class HubConfig(Section):
     queue: QueueConfig = QueueConfig()
     retry: RetryConfig = RetryConfig()
     status: StatusConfig = StatusConfig()
+    signers: dict[str, SignerConfig] = {}
     partners: dict[str, PartnerConfig]
     routes: list[RouteConfig] = []
 
@@ -112,6 +223,19 @@ class HubConfig(Section):
                     raise ValueError(f"routes[{i}] names partner {end!r}, which is not under [partners]")
             if route.message not in MESSAGE_TYPES:
                 raise ValueError(f"routes[{i}] names message {route.message!r}, which the hub does not know")
+        return self
+
+    @model_validator(mode="after")
+    def _signers_fit(self) -> HubConfig:
+        for name, partner in self.partners.items():
+            if partner.signing.signer is not None and partner.signing.signer not in self.signers:
+                raise ValueError(f"partners.{name}.signing.signer names {partner.signing.signer!r}, "
+                                 "which is not under [signers]")
+        for name, signer in self.signers.items():
+            # A signature must come back while the worker still holds its work item's lease.
+            if isinstance(signer, DeviceSignerConfig) and signer.timeout_seconds >= self.queue.lease_seconds:
+                raise ValueError(f"signers.{name}.timeout_seconds must be under queue.lease_seconds "
+                                 f"({self.queue.lease_seconds})")
         return self
 
 
@@ -131,7 +255,10 @@ def load_config(path: Path | None = None, environ: Mapping[str, str] | None = No
         return HubConfig.model_validate(data)
     except ValidationError as exc:
         err = exc.errors(include_url=False)[0]
-        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        loc = list(err["loc"])
+        if loc[:1] == ["signers"] and len(loc) > 2:
+            del loc[2]  # pydantic names the signer's kind there; the key is signers.NAME.KEY
+        where = ".".join(str(p) for p in loc) or "(top level)"
         more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
         raise ConfigError(f"config {path}: {where}: {err['msg']}{more}") from exc
 

@@ -1,20 +1,30 @@
 """The pipeline: what happens to a message between intake and delivery.
 
-intake (store "received" + schedule processing) → process (decode, validate, dedupe, route, check the
-conversation, map to the receiver's format, store outbound + receipt, schedule delivery) → deliver → settle
-the input file. Each step is one work item; its effects and its completion commit in one transaction, so a
-crash at any point repeats at most the last step, and every step is idempotent.
+intake (store "received" + schedule processing) → process (verify the sender's signature, decode, validate,
+dedupe, route, check the conversation, map to the receiver's format, validate, sign, store outbound + receipt,
+schedule delivery) → deliver → settle the input file. Each step is one work item; its effects and its
+completion commit in one transaction, so a crash at any point repeats at most the last step, and every step
+is idempotent.
+
+While the receiver's signer cannot sign (card out, E-Port client down, PIN blocked until an operator
+unblocks it), the message waits in "awaiting-signature": its process step is put back as a fresh work item
+every retry.wait_seconds, so a wait never counts against the retry policy and never parks. Only one message
+at a time asks a signer that could not sign; the others wait without touching it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import re
+import threading
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from cryptography import x509
 from sqlalchemy import Connection, select
 from sqlalchemy.exc import OperationalError
 
@@ -29,21 +39,36 @@ from hub.errors import (
     NO_ROUTE,
     OUT_OF_ORDER,
     RETRIES_EXHAUSTED,
+    SIGNATURE_CHECK_FAILURES,
     UNKNOWN_REFERENCE,
     Disposition,
     FieldError,
     HubError,
+    signature_rejected,
+    signer_failed,
 )
 from hub.mappers import MessageFormat
 from hub.models import CanonicalMessage, Receipt, ReceiptError, ReturnStatus, Sender
 from hub.models.base import BEIJING, new_message_id
 from hub.retry import RetryPolicy
+from hub.signing import (
+    Signer,
+    SigningError,
+    VerificationError,
+    VerifiedSignature,
+    certificate_number,
+    sign_document,
+    verify_document,
+)
 from hub.store import Store, messages
 from hub.workqueue import DbWorkQueue, LeaseLost, WorkItem
 
 log = logging.getLogger("hub.pipeline")
 
 _MAX_RECEIPT_ERRORS = 20
+RECEIVED = "received"
+AWAITING_SIGNATURE = "awaiting-signature"
+_UNDECIDED = (RECEIVED, AWAITING_SIGNATURE)
 _UNPRINTABLE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
@@ -54,6 +79,15 @@ class Prepared:
     message: CanonicalMessage
     destination: str | None
     payload: bytes | None
+    verified: VerifiedSignature | None = None  # the sender's signature, checked
+    signed: str = ""  # who signed the payload, for its history
+
+
+_NO_ERROR = {"error_code": None, "error_field": None, "error_message": None}  # clears why it waited
+
+
+def _signed_by(verified: VerifiedSignature) -> str:
+    return f"certificate {verified.certificate_number}, {verified.algorithm}"
 
 
 def _clip(text: str, limit: int) -> str:
@@ -70,12 +104,18 @@ class Pipeline:
         queue: DbWorkQueue,
         formats: dict[str, MessageFormat],
         channels: dict[str, Channel],
+        signers: Mapping[str, Signer],
+        trusted: Mapping[str, Sequence[x509.Certificate]],
     ) -> None:
         self.config = config
         self.store = store
         self.queue = queue
         self.formats = formats
         self.channels = channels
+        self.signers = signers
+        self.trusted = trusted  # by partner: the certificates whose signatures the hub believes
+        self._cannot_sign: dict[str, HubError] = {}  # by signer: why it could not sign, until it signs again
+        self._asking = {name: threading.Lock() for name in signers}
         self.retry = RetryPolicy(tuple(config.retry.delays_seconds), config.retry.jitter)
         self.routes = {(r.message, r.from_partner): r.to_partner for r in config.routes}
         self.hub_sender = Sender(
@@ -152,13 +192,21 @@ class Pipeline:
     def _process(self, item: WorkItem) -> None:
         with self.store.read() as conn:
             row = self.store.get_message(conn, item.message)
-        # Decoding and mapping are pure and the slow part: done before taking the write lock.
-        prepared = self._prepare(row) if row.state == "received" else None
+        # Verifying, decoding, mapping and signing are the slow part: done before taking the write lock.
+        try:
+            prepared = self._prepare(row) if row.state in _UNDECIDED else None
+        except HubError as err:
+            if err.disposition is not Disposition.WAIT:
+                raise
+            self._wait(item, row, err)
+            return
         with self.store.begin() as conn:
-            if prepared is not None and self.store.get_message(conn, row.id).state == "received":
+            if prepared is not None and self.store.get_message(conn, row.id).state in _UNDECIDED:
                 try:
                     if isinstance(prepared, HubError):
                         raise prepared
+                    if prepared.verified is not None:
+                        self.store.add_event(conn, row.id, "signature-verified", _signed_by(prepared.verified))
                     if isinstance(prepared.message, Receipt):
                         self._take_receipt(conn, row, prepared.message)
                     else:
@@ -170,20 +218,73 @@ class Pipeline:
                 self.queue.enqueue(conn, "settle", row.id)
             self.queue.complete(conn, item)
 
+    def _wait(self, item: WorkItem, row: Any, err: HubError) -> None:
+        """The receiver's signer cannot sign now: the same step again later, as a fresh item (no attempt spent)."""
+        with self.store.begin() as conn:
+            self.queue.complete(conn, item)
+            self.queue.enqueue(conn, item.kind, item.message, delay=self.config.retry.wait_seconds)
+            if row.state != AWAITING_SIGNATURE or row.error_code != err.code:  # history notes each new reason once
+                self.store.set_state(conn, row.id, AWAITING_SIGNATURE, str(err), error_code=err.code,
+                                     error_field=err.field, error_message=err.message)
+                log.warning("%s/in/%s (%s) waits for its signature: %s", row.partner, row.file_name, row.id, err)
+
     def _prepare(self, row: Any) -> Prepared | HubError:
-        """The message decoded and, where a route takes it, mapped for its receiver; or why it is refused."""
+        """The message checked and decoded and, where a route takes it, mapped and signed for its receiver;
+        or why it is refused."""
         try:
             if row.raw is None:
                 limit = self.config.partners[row.partner].max_message_bytes
                 raise HubError(MESSAGE_TOO_LARGE, f"{row.size} bytes is over the limit of {limit} bytes")
+            verified = self._verify(row)
             message = self.formats[row.partner].decode(row.raw)
         except HubError as err:
             if err.disposition is not Disposition.REJECT:
                 raise
             return err
         destination = None if isinstance(message, Receipt) else self.routes.get((message.message_type, row.partner))
-        payload = self.formats[destination].encode(message) if destination else None
-        return Prepared(message, destination, payload)
+        if destination is None:
+            return Prepared(message, None, None, verified)
+        payload, signed = self._sign(destination, self.formats[destination].encode(message))
+        return Prepared(message, destination, payload, verified, signed)
+
+    def _verify(self, row: Any) -> VerifiedSignature | None:
+        """The sender's signature, checked before a word of the message is believed."""
+        signing = self.config.partners[row.partner].signing
+        if not signing.verifies:
+            return None
+        try:
+            return verify_document(row.raw, self.trusted[row.partner], require=signing.require_signature)
+        except VerificationError as exc:
+            # Decoded only to address the rejection receipt: nothing in it is acted on.
+            try:
+                message = self.formats[row.partner].decode(row.raw)
+            except HubError as err:
+                raise signature_rejected(exc, err.message_id, err.message_type) from None
+            raise signature_rejected(exc, message.message_id, message.message_type) from None
+
+    def _sign(self, partner: str, payload: bytes) -> tuple[bytes, str]:
+        """The payload signed by the partner's signer (if it has one), and who signed it."""
+        name = self.config.partners[partner].signing.signer
+        if name is None:
+            return payload, ""
+        algorithm = self.config.signers[name].algorithm
+        known = self._cannot_sign.get(name)
+        if known is not None and not self._asking[name].acquire(blocking=False):
+            raise dataclasses.replace(known)  # another message is asking the signer; this one waits
+        try:
+            signed = sign_document(payload, self.signers[name], algorithm)
+        except SigningError as exc:
+            err = signer_failed(exc)
+            if err.disposition is Disposition.WAIT:
+                self._cannot_sign[name] = err
+            raise err from None
+        finally:
+            if known is not None:
+                self._asking[name].release()
+        if self._cannot_sign.pop(name, None) is not None:
+            log.info("signer %s signs again", name)
+        number = certificate_number(self.signers[name].certificate())
+        return signed, f"signed by {name}: certificate {number}, {algorithm}"
 
     def _accept(self, conn: Connection, row: Any, prepared: Prepared) -> None:
         message, destination = prepared.message, prepared.destination
@@ -207,7 +308,7 @@ class Pipeline:
         self.store.set_state(
             conn, row.id, "accepted", f"{mtype} {mid}",
             message_id=mid, message_type=mtype, family=message.family, business_key=key,
-            canonical=message.model_dump_json(by_alias=True),
+            canonical=message.model_dump_json(by_alias=True), **_NO_ERROR,
         )
         if key is not None:
             enterprise = getattr(message, "enterprise", None)
@@ -216,7 +317,7 @@ class Pipeline:
         if verdict.repeat:
             info = f"{mtype} acknowledged again: it was already received and forwarded"
         else:
-            self._send(conn, destination, message, prepared.payload, answers=row.id)
+            self._send(conn, destination, message, prepared.payload, answers=row.id, detail=prepared.signed)
             info = f"{mtype} accepted and forwarded to {destination}"
         self._answer(conn, row, message, ReturnStatus.ACCEPTED, info, [])
         log.info("accepted %s %s from %s (%s)", mtype, mid, sender, info)
@@ -282,7 +383,9 @@ class Pipeline:
         )
         log.warning("rejected %s/in/%s (%s): %s", row.partner, row.file_name, row.id, err)
         if err.message_type != "Receipt":  # a receipt is never answered: that way lies an endless echo
-            self._answer(conn, row, None, ReturnStatus.REJECTED, f"{err.code}: {err.message}", err.errors,
+            status = ReturnStatus.SIGNATURE_CHECK_FAILED if err.error in SIGNATURE_CHECK_FAILURES \
+                else ReturnStatus.REJECTED
+            self._answer(conn, row, None, status, f"{err.code}: {err.message}", err.errors,
                          ref_id=err.message_id, ref_type=err.message_type)
 
     def _answer(
@@ -304,13 +407,16 @@ class Pipeline:
         )
         self._send(conn, row.partner, receipt, self.formats[row.partner].encode(receipt), answers=row.id)
 
-    def _send(self, conn: Connection, partner: str, message: CanonicalMessage, payload: bytes, answers: str) -> None:
+    def _send(
+        self, conn: Connection, partner: str, message: CanonicalMessage, payload: bytes, answers: str, detail: str = ""
+    ) -> None:
         suffix = self.formats[partner].file_suffix
         out = self.store.add_message(
             conn, direction="out", partner=partner, state="pending",
             message_id=message.message_id, message_type=message.message_type, family=message.family,
             business_key=message.business_key(), file_name=f"{message.message_type}_{message.message_id}{suffix}",
             size=len(payload), raw=payload, canonical=message.model_dump_json(by_alias=True), answers=answers,
+            event_detail=detail,
         )
         self.queue.enqueue(conn, "deliver", out)
 

@@ -11,6 +11,7 @@ import logging
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import UTC, datetime
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -19,6 +20,7 @@ from typing import Any
 from sqlalchemy import Connection, func, or_, select
 
 from hub.config import HubConfig
+from hub.pipeline import AWAITING_SIGNATURE
 from hub.store import Store, conversations, messages, work
 from hub.workqueue import DbWorkQueue
 
@@ -36,10 +38,13 @@ def _error(row: Any) -> dict[str, Any] | None:
 
 
 class StatusReader:
-    def __init__(self, config: HubConfig, store: Store, started_at: float) -> None:
+    def __init__(
+        self, config: HubConfig, store: Store, started_at: float, signers: Callable[[], dict[str, Any]] = dict
+    ) -> None:
         self.config = config
         self.store = store
         self.started_at = started_at
+        self.signers = signers  # each signer's status, read from the card or client without spending a PIN try
 
     def status(self) -> dict[str, Any]:
         with self.store.read() as conn:
@@ -50,6 +55,8 @@ class StatusReader:
                 "routes": [self._route(conn, r.message, r.from_partner, r.to_partner) for r in self.config.routes],
                 "conversations": self._conversations(conn),
                 "parked": self._parked(conn),
+                "awaiting_signature": self._awaiting_signature(conn),
+                "signers": self.signers(),
             }
 
     def _messages(self, conn: Connection) -> dict[str, Any]:
@@ -109,6 +116,15 @@ class StatusReader:
              "attempts": r.attempts, "error": r.last_error}
             for r in rows
         ]
+
+    def _awaiting_signature(self, conn: Connection) -> list[dict[str, Any]]:
+        """Messages whose receiver's signer cannot sign now, and why (they go on by themselves once it can)."""
+        rows = conn.execute(
+            select(messages).where(messages.c.direction == "in", messages.c.state == AWAITING_SIGNATURE)
+            .order_by(messages.c.created_at).limit(50)
+        ).all()
+        return [{"message": r.id, "partner": r.partner, "file": r.file_name, "since": _iso(r.updated_at),
+                 "error": _error(r)} for r in rows]
 
     def message(self, ident: str) -> dict[str, Any] | None:
         """One message's history, by the hub's id or by the message's own id (which may match several)."""
