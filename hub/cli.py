@@ -1,4 +1,5 @@
-"""`python run_hub.py [--config PATH] [command]`: run (the default), demo, schemas DIR."""
+"""`python run_hub.py [--config PATH] [command]`: run (the default), demo, schemas DIR, card status,
+card unblock [--signer NAME] CERT_NO."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import sys
 from pathlib import Path
 from types import FrameType
 
-from hub.config import ConfigError, load_config
+from hub.config import ConfigError, HubConfig, load_config
 from hub.schemas import SCHEMA_DIR, SchemaLoadError
 
 EXIT_BAD_CONFIG = 2
@@ -26,6 +27,14 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("demo", help="play the whole underwriting conversation through a hub in a temporary folder")
     schemas = commands.add_parser("schemas", help="write the platform JSON Schemas and the XML schemas to DIR")
     schemas.add_argument("dir", type=Path)
+    card = commands.add_parser("card", help="the signers' cards: status, or lift a PIN block")
+    card_commands = card.add_subparsers(dest="card_command", required=True)
+    card_commands.add_parser("status", help="each signer's status as JSON; reads the card without spending a PIN try")
+    unblock = card_commands.add_parser(
+        "unblock", help="lift the PIN block of a card (by certificate number) once its PIN is right in the config"
+    )
+    unblock.add_argument("--signer", help="the [signers] entry (default: every card and E-Port client signer)")
+    unblock.add_argument("certificate_number", metavar="CERT_NO")
     return parser
 
 
@@ -41,6 +50,11 @@ def main(argv: list[str] | None = None) -> int:
             from hub.demo import run_demo
 
             return run_demo()
+        if args.command == "card":
+            config = load_config(args.config)
+            if args.card_command == "unblock":
+                return card_unblock(config, args.signer, args.certificate_number)
+            return card_status(config)
         return run(args.config)
     except (ConfigError, SchemaLoadError) as exc:
         print(f"hub: {exc}", file=sys.stderr)
@@ -61,6 +75,34 @@ def run(config_path: Path | None) -> int:
     hub.start()
     hub.wait()
     hub.stop()
+    return 0
+
+
+def card_status(config: HubConfig) -> int:
+    from hub.app import Signers
+
+    signers = Signers(config)
+    try:
+        print(json.dumps(signers.status(), ensure_ascii=False, indent=2))
+    finally:
+        signers.close()
+    return 0
+
+
+def card_unblock(config: HubConfig, signer: str | None, certificate_number: str) -> int:
+    from hub.config import DeviceSignerConfig
+    from hub.signing import unblock
+
+    devices = {name: s for name, s in config.signers.items() if isinstance(s, DeviceSignerConfig)}
+    if signer is not None and signer not in devices:
+        raise ConfigError(f"--signer {signer}: no card or E-Port client signer of that name under [signers]")
+    number = certificate_number.strip().lower()  # certificate numbers are kept in lower-case hex
+    lifted = [name for name, s in devices.items() if signer in (None, name) and unblock(s.state_dir, number)]
+    if not lifted:
+        print(f"card {number} is not blocked", file=sys.stderr)
+        return 1
+    print(f"card {number}: PIN block lifted ({', '.join(lifted)}); the next signature presents the configured PIN "
+          "once")
     return 0
 
 

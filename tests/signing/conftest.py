@@ -79,7 +79,7 @@ def trusted() -> list:
 # ---------------------------------------------------------------- PC/SC
 
 
-def _pcscd_running() -> bool:
+def pcscd_running() -> bool:
     if not Path("/run/pcscd/pcscd.comm").exists():
         return False
     try:
@@ -96,7 +96,7 @@ def pcsc() -> None:
         import smartcard  # noqa: F401
     except ImportError:
         need(False, "pyscard (the card extra)")
-    need(_pcscd_running(), f"pcscd with the vpcd reader {READER!r}")
+    need(pcscd_running(), f"pcscd with the vpcd reader {READER!r}")
 
 
 def card_present(reader: str = READER) -> bool:
