@@ -21,7 +21,9 @@ from lxml import etree
 from hub.app import Hub
 from hub.config import DEFAULT_CONFIG, ConfigError, HubConfig, load_config
 from hub.signing import SoftwareKeySigner, load_certificate, sign_document, verify_document
+from hub.signing.eport_test_server import EPortTestServer
 from hub.signing.software import load_private_key
+from hub.signing.virtual_card import CardProfile, VirtualCard
 from tests.conftest import REPO, UNDERWRITING, Exchange, hub_environ, needs, wait_for
 from tests.signing.conftest import CARDS, ENTERPRISES, FIXTURES, PIN, READER, CardProcess, pcscd_running
 
@@ -373,6 +375,43 @@ def test_a_wrong_pin_costs_one_try_then_messages_wait_until_an_operator_unblocks
     assert run_cli(config_path, "card", "unblock", CARD_NUMBER).returncode == 1, "nothing left to lift"
     for pin in ("12345678", PIN):
         assert pin not in caplog.text
+
+
+# ---------------------------------------------------------------- the card behind the E-Port client
+
+
+@pytest.fixture
+def eport_client(tmp_path: Path) -> Iterator[EPortTestServer]:
+    """The E-Port client's JSON-RPC (its test stand-in) in front of pengcheng's RSA card."""
+    server = EPortTestServer(VirtualCard(CardProfile.load(CARDS / "rsa-card.json"), tmp_path / "card.json")).start()
+    yield server
+    server.stop()
+
+
+def test_the_e_port_client_signs_and_a_card_out_of_it_makes_messages_wait(
+    eport_client: EPortTestServer, tmp_path: Path, exchange: Exchange, start_hub: Callable[[HubConfig], Hub]
+) -> None:
+    pin_file = tmp_path / "card.pin"
+    pin_file.write_text(PIN)
+    config, _ = signing_config(tmp_path, (
+        f'[signers.client]\nkind = "eport-client"\nurl = "{eport_client.url}"\npin_file = "{pin_file}"\n'
+        f'state_dir = "{tmp_path / "signing"}"\ntimeout_seconds = 1\n\n[partners.insurer.signing]\nsigner = "client"\n'
+    ), HUB_RETRY__WAIT_SECONDS="0.2")
+    hub = start_hub(config)
+    open_conversations(exchange, 2)
+
+    eport_client.card_inserted = False
+    drop_applications(exchange, range(2))
+    wait_for(lambda: len(hub.status_reader.status()["awaiting_signature"]) == 2, what="2 messages waiting")
+    assert hub.status_reader.status()["signers"]["client"]["state"] == "card absent"
+    eport_client.card_inserted = True
+
+    sent = signed_out(exchange, 2)
+    for document in sent:
+        xmlsec1_verifies(document, PENGCHENG_CERT)
+    status = hub.status_reader.status()
+    assert status["signers"]["client"]["state"] == "ready" and status["queue"]["parked"] == 0
+    assert eport_client.card.tries_left == 3
 
 
 # ---------------------------------------------------------------- bad signing config
