@@ -97,7 +97,15 @@ class SchemaRegistry:
     """Compiled schemas by namespace. Compiling happens in the constructor, so a broken schema stops start-up."""
 
     def __init__(self, sources: list[SchemaSource]) -> None:
-        self._by_namespace = {s.namespace: CompiledSchema(s) for s in sources}
+        self._by_namespace: dict[str, CompiledSchema] = {}
+        for source in sources:
+            if source.namespace in self._by_namespace:  # for_namespace could not tell them apart
+                first = self._by_namespace[source.namespace].source
+                raise SchemaLoadError(
+                    f"schemas {first.name}/{first.version} ({first.path}) and {source.name}/{source.version} "
+                    f"({source.path}) share namespace {source.namespace}: the registry needs one schema per namespace"
+                )
+            self._by_namespace[source.namespace] = CompiledSchema(source)
         self._by_name = {f"{s.name}/{s.version}": self._by_namespace[s.namespace] for s in sources}
 
     def get(self, name_and_version: str) -> CompiledSchema:
@@ -116,3 +124,9 @@ class SchemaRegistry:
 
 ECI_1_0 = SchemaSource("eci", "1.0", "urn:sw-eci-hub:insurer:1.0", SCHEMA_DIR / "eci" / "1.0" / "eci.xsd", "ECI")
 HUB_SCHEMAS = [ECI_1_0]
+
+# The ecosystem's schemas, copied with their origin noted in each folder's SOURCE.md; never written by the hub,
+# unlike HUB_SCHEMAS, which hub/mappers/xsd.py writes from the canonical models.
+DXP_1_0 = SchemaSource("dxp", "1.0", "http://www.chinaport.gov.cn/dxp", SCHEMA_DIR / "dxp" / "dxp.xsd")
+# Every schema the hub compiles at start.
+ALL_SCHEMAS = [*HUB_SCHEMAS, DXP_1_0]
