@@ -137,7 +137,7 @@ class Pipeline:
             if self.store.message_exists(conn, claimed.hub_id):
                 return
             self.store.add_message(
-                conn, id=claimed.hub_id, direction="in", partner=claimed.partner, state="received",
+                conn, id=claimed.hub_id, direction="in", partner=claimed.partner, state=RECEIVED,
                 file_name=claimed.name, size=claimed.size, raw=raw,
                 event_detail=f"{claimed.partner}/in/{claimed.name}, {claimed.size} bytes",
             )
@@ -383,8 +383,8 @@ class Pipeline:
         )
         log.warning("rejected %s/in/%s (%s): %s", row.partner, row.file_name, row.id, err)
         if err.message_type != "Receipt":  # a receipt is never answered: that way lies an endless echo
-            status = ReturnStatus.SIGNATURE_CHECK_FAILED if err.error in SIGNATURE_CHECK_FAILURES \
-                else ReturnStatus.REJECTED
+            signature = err.error in SIGNATURE_CHECK_FAILURES
+            status = ReturnStatus.SIGNATURE_CHECK_FAILED if signature else ReturnStatus.REJECTED
             self._answer(conn, row, None, status, f"{err.code}: {err.message}", err.errors,
                          ref_id=err.message_id, ref_type=err.message_type)
 

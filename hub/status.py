@@ -47,6 +47,7 @@ class StatusReader:
         self.signers = signers  # each signer's status, read from the card or client without spending a PIN try
 
     def status(self) -> dict[str, Any]:
+        signers = self.signers()  # talks to cards and clients: not while holding a snapshot of the store
         with self.store.read() as conn:
             return {
                 "hub": {"started_at": _iso(self.started_at), "uptime_seconds": round(time.time() - self.started_at)},
@@ -56,7 +57,7 @@ class StatusReader:
                 "conversations": self._conversations(conn),
                 "parked": self._parked(conn),
                 "awaiting_signature": self._awaiting_signature(conn),
-                "signers": self.signers(),
+                "signers": signers,
             }
 
     def _messages(self, conn: Connection) -> dict[str, Any]:
