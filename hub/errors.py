@@ -78,8 +78,9 @@ PIN_REJECTED = _code("PIN_REJECTED", W, "the card refused the PIN; the card is b
 PIN_BLOCKED = _code("PIN_BLOCKED", W, "the card is blocked after a wrong PIN: run_hub.py card unblock")
 PIN_LAST_TRY = _code("PIN_LAST_TRY", W, "one PIN try is left on the card: the hub will not risk it")
 CARD_LOCKED = _code("CARD_LOCKED", W, "the card has no PIN tries left; only its issuer can reset it")
+# The client does not tell a wrong PIN apart, so its refusal blocks the card like PIN_REJECTED.
+CLIENT_FAILED = _code("CLIENT_FAILED", W, "the E-Port client refused to sign; the card is blocked in case of the PIN")
 CARD_ERROR = _code("CARD_ERROR", P, "the card answered in a way the hub does not expect")
-CLIENT_FAILED = _code("CLIENT_FAILED", P, "the E-Port client refused to sign")
 SIGNER_CERTIFICATE_EXPIRED = _code("SIGNER_CERTIFICATE_EXPIRED", P, "the hub's signing certificate has expired")
 SIGNER_CERTIFICATE_NOT_YET_VALID = _code(
     "SIGNER_CERTIFICATE_NOT_YET_VALID", P, "the hub's signing certificate is not valid yet"

@@ -159,6 +159,26 @@ def test_what_the_hub_sends_a_signing_partner_comes_out_signed(
     assert hub.status_reader.status()["signers"]["hub-key"]["signatures_made"] == 1
 
 
+def test_a_signer_whose_certificate_expired_parks_the_message_for_an_operator(
+    tmp_path: Path, exchange: Exchange, start_hub: Callable[[HubConfig], Hub]
+) -> None:
+    expired = FIXTURES / "pengcheng-rsa-expired"
+    hub = start_hub(signing_config(tmp_path, (
+        f'[signers.hub-key]\nkind = "software"\nkey = "{expired}.key.pem"\ncertificate = "{expired}.cert.pem"\n\n'
+        '[partners.insurer.signing]\nsigner = "hub-key"\n'
+    ))[0])
+    open_conversations(exchange, 1)
+    drop_applications(exchange, range(1))
+
+    [parked] = wait_for(lambda: hub.status_reader.status()["parked"], what="the application to park")
+
+    assert parked["error"].startswith("SIGNER_CERTIFICATE_EXPIRED: certificate ")
+    [stored] = history(hub, parked["message"], "in")
+    assert stored["state"] == "parked" and stored["error"]["code"] == "SIGNER_CERTIFICATE_EXPIRED"
+    assert hub.status_reader.status()["signers"]["hub-key"]["state"] == "certificate expired"
+    assert not exchange.files("insurer", "out", "InsuranceApplication_*"), "nothing goes out unsigned"
+
+
 def test_signing_is_off_in_the_embedded_default(hub: Hub, exchange: Exchange) -> None:
     assert hub.config.signers == {}
     open_conversations(exchange, 1)
