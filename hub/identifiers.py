@@ -80,3 +80,52 @@ def validate_message_id(value: str) -> str:
     if not _MESSAGE_ID.fullmatch(value):
         raise ValueError("a message id is a 36-character uppercase UUID")
     return value
+
+
+_DECLARATION_NO = re.compile(r"\d{4}(19|20)\d{2}[01]\d{9}")
+_HS_CODE = re.compile(r"\d{10}")
+_SWIFT = re.compile(r"[A-Z]{4}[A-Z]{2}[A-Z0-9]{2}([A-Z0-9]{3})?")
+_INQUIRY_SERIAL = re.compile(r"(20\d{2})\d{14}")
+_SHIPMENT_SERIAL = re.compile(r"\d{20}")
+
+
+def validate_declaration_no(value: str) -> str:
+    """报关单号: customs office (4) + year (4) + 1 import / 0 export (1) + serial (9); no check digit."""
+    if not _DECLARATION_NO.fullmatch(value):
+        raise ValueError(
+            "a declaration number is 18 digits: customs office (4), year (4), 0 export or 1 import, serial (9)"
+        )
+    return value
+
+
+def validate_export_declaration_no(value: str) -> str:
+    validate_declaration_no(value)
+    if value[8] != "0":
+        raise ValueError(f"position 9 is {value[8]}: an export declaration has 0 there (1 is an import)")
+    return value
+
+
+def validate_hs_code(value: str) -> str:
+    if not _HS_CODE.fullmatch(value):
+        raise ValueError("an HS code (海关商品编号) is 10 digits")
+    return value
+
+
+def validate_swift(value: str) -> str:
+    if not _SWIFT.fullmatch(value):
+        raise ValueError("a SWIFT/BIC is 4 bank letters, 2 country letters, 2 location characters, optional 3 branch")
+    return value
+
+
+def validate_inquiry_serial(value: str) -> str:
+    """投保/询保流水号: 18 digits, the year then a sequence (e.g. 202400000000037819)."""
+    if not _INQUIRY_SERIAL.fullmatch(value):
+        raise ValueError("an inquiry serial number is 18 digits starting with the year (20xx)")
+    return value
+
+
+def validate_shipment_serial(value: str) -> str:
+    """出运信息流水号: 20 digits."""
+    if not _SHIPMENT_SERIAL.fullmatch(value):
+        raise ValueError("a shipment serial number is 20 digits")
+    return value

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from hub.config import DEFAULT_CONFIG, ConfigError, load_config
+from hub.models import MESSAGE_TYPES
 from hub.schemas import SchemaLoadError, SchemaRegistry, SchemaSource
 from tests.conftest import REPO, needs
 
@@ -72,11 +73,12 @@ def test_schemas_command_writes_every_json_schema_and_the_xsds(tmp_path: Path) -
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     written = sorted(p.name for p in (tmp_path / "platform").iterdir())
-    assert written == [f"{n}.schema.json" for n in sorted(
-        ["ApplicationReturned", "InsuranceApplication", "PendingPolicy", "PolicyIssued", "PolicyReceipt", "Receipt"])]
+    assert written == sorted(f"{name}.schema.json" for name in MESSAGE_TYPES)
+    assert {"ClaimApplication.schema.json", "CustomsRecordAnswer.schema.json"} <= set(written)
     schema = json.loads((tmp_path / "platform" / "PendingPolicy.schema.json").read_text())
     assert schema["properties"]["messageType"] == {"const": "PendingPolicy"}
     assert (tmp_path / "xml" / "eci" / "1.0" / "eci.xsd").exists()
+    assert (tmp_path / "xml" / "cus" / "1.0" / "cus.xsd").exists()
 
 
 @pytest.mark.slow

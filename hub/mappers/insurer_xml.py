@@ -80,7 +80,10 @@ class InsurerXml:
     # -- canonical → XML --------------------------------------------------------------------------------
 
     def encode(self, message: CanonicalMessage) -> bytes:
-        root = self.to_element(message)
+        try:
+            root = self.to_element(message)
+        except ValueError as exc:  # lxml refuses text XML cannot carry; the models should have refused it first
+            raise HubError(MAPPING_FAILED, f"{message.message_type} cannot be written as XML: {exc}") from exc
         problems = self.schema.problems(root)
         if problems:  # the hub's own fault: never send what the receiver must refuse
             raise HubError(

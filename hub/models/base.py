@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from enum import IntEnum
-from typing import Annotated, ClassVar
+from typing import Annotated, Any, ClassVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from pydantic.alias_generators import to_camel
 
 from hub import identifiers
@@ -26,8 +27,30 @@ OrgCode = Annotated[
 Mobile = Annotated[
     str, Field(json_schema_extra={"pattern": "^1[3-9][0-9]{9}$"}), AfterValidator(identifiers.validate_mobile)
 ]
-Landline = Annotated[str, AfterValidator(identifiers.validate_landline)]
-PlatformEmail = Annotated[str, AfterValidator(identifiers.validate_platform_email)]
+Landline = Annotated[str, Field(max_length=20), AfterValidator(identifiers.validate_landline)]
+DeclarationNo = Annotated[
+    str, Field(json_schema_extra={"pattern": "^[0-9]{18}$"}), AfterValidator(identifiers.validate_declaration_no)
+]
+ExportDeclarationNo = Annotated[
+    str, Field(json_schema_extra={"pattern": "^[0-9]{18}$"}),
+    AfterValidator(identifiers.validate_export_declaration_no),
+]
+HsCode = Annotated[
+    str, Field(json_schema_extra={"pattern": "^[0-9]{10}$"}), AfterValidator(identifiers.validate_hs_code)
+]
+Swift = Annotated[
+    str, Field(json_schema_extra={"pattern": "^[A-Z]{6}[A-Z0-9]{2}([A-Z0-9]{3})?$"}),
+    AfterValidator(identifiers.validate_swift),
+]
+InquirySerial = Annotated[
+    str, Field(json_schema_extra={"pattern": "^[0-9]{18}$"}), AfterValidator(identifiers.validate_inquiry_serial)
+]
+ShipmentSerial = Annotated[
+    str, Field(json_schema_extra={"pattern": "^[0-9]{20}$"}), AfterValidator(identifiers.validate_shipment_serial)
+]
+DocumentNo = Annotated[str, Field(pattern=r"^[A-Z0-9-]{6,30}$")]
+LongText = Annotated[str, Field(min_length=1, max_length=2000)]
+PlatformEmail = Annotated[str, Field(max_length=100), AfterValidator(identifiers.validate_platform_email)]
 MessageId = Annotated[
     str, Field(json_schema_extra={"pattern": "^[0-9A-F]{8}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{12}$"}),
     AfterValidator(identifiers.validate_message_id),
@@ -48,12 +71,41 @@ def beijing_now() -> datetime:
     return datetime.now(BEIJING).replace(microsecond=0)
 
 
+# Characters XML 1.0 cannot carry: a message holding one could be accepted from JSON and never delivered.
+_NOT_IN_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+
+
+def _xml_safe(value: object) -> object:
+    texts = value if isinstance(value, tuple) else (value,)
+    for text in texts:
+        if isinstance(text, str) and (found := _NOT_IN_XML.search(text)):
+            raise ValueError(f"contains the control character U+{ord(found.group()):04X}, which XML cannot carry")
+    return value
+
+
 class Record(BaseModel):
     """Base of every canonical structure: camelCase names outside, no unknown fields, immutable."""
 
     model_config = ConfigDict(
         alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True, str_strip_whitespace=True
     )
+
+    _text_fits_xml = field_validator("*")(classmethod(lambda cls, value: _xml_safe(value)))
+
+
+def required_when(field: str, other: str, values: tuple[object, ...], message: str) -> Any:
+    """A validator: `field` may be absent unless `other` (declared before it) holds one of `values`.
+
+    The field must be declared with `Field(default=None, validate_default=True)` so absence is checked too;
+    the error then names the missing field itself.
+    """
+
+    def check(cls: type, value: object, info: ValidationInfo) -> object:
+        if value is None and info.data.get(other) in values:
+            raise ValueError(message)
+        return value
+
+    return field_validator(field)(check)
 
 
 class AppType(IntEnum):
@@ -79,8 +131,10 @@ class CanonicalMessage(Record):
     # root is PREFIXnnnMessage and the receipt answering it is nnn+1 (requests are odd).
     schema_name: ClassVar[str] = "eci"
     xml_code: ClassVar[int]
-    # The field holding the key of the conversation the message belongs to (None: it belongs to none).
+    # The field holding the key of the conversation the message belongs to (None: it belongs to none), and
+    # where a refusal about the key points (by default, that field).
     key_field: ClassVar[str | None] = None
+    key_path: ClassVar[tuple[str, ...]] = ()
 
     message_id: MessageId
     created_at: datetime
@@ -101,7 +155,8 @@ class CanonicalMessage(Record):
         return str(getattr(self, self.key_field)) if self.key_field else None
 
     @classmethod
-    def key_alias(cls) -> str:
-        """The key field's name as partners spell it (for error paths)."""
-        assert cls.key_field is not None
-        return cls.model_fields[cls.key_field].alias or cls.key_field
+    def key_location(cls) -> tuple[str, ...]:
+        """Where the conversation's key sits, as partners spell the fields (for error paths)."""
+        if cls.key_path or cls.key_field is None:
+            return cls.key_path
+        return (cls.model_fields[cls.key_field].alias or cls.key_field,)

@@ -9,67 +9,27 @@ from datetime import date
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import Base64Bytes, Field, ValidationInfo, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from hub.models.base import (
-    USCC,
     CanonicalMessage,
+    DocumentNo,
     Landline,
     Mobile,
     Money,
-    OrgCode,
     PlatformEmail,
     Record,
     Text,
 )
+from hub.models.parties import CardKind, Enterprise, Insurer, PdfDocument
 
-ProposalNo = Annotated[str, Field(pattern=r"^[A-Z0-9-]{6,30}$")]
-PolicyNo = Annotated[str, Field(pattern=r"^[A-Z0-9-]{6,30}$")]
-
-
-class Enterprise(Record):
-    """The small or micro exporter (小微企业) the conversation is about."""
-
-    name: Text
-    uscc: USCC
-    org_code: OrgCode
-
-    @field_validator("org_code")
-    @classmethod
-    def _org_code_inside_uscc(cls, value: str, info: ValidationInfo) -> str:
-        uscc = info.data.get("uscc")  # absent when uscc itself failed: that error is reported already
-        if uscc and uscc[8:17] != value:
-            raise ValueError(f"must equal positions 9-17 of uscc {uscc} ({uscc[8:17]})")
-        return value
-
-
-class Insurer(Record):
-    name: Text
-    institution_code: Annotated[str, Field(pattern=r"^[0-9A-Z]{4,18}$")]  # 保险机构编码
-
-
-class PdfDocument(Record):
-    """A PDF carried inside the message (the application form, the electronic policy)."""
-
-    file_name: Annotated[str, Field(pattern=r"^[^/\\]{1,100}\.pdf$")]
-    content: Base64Bytes
-
-    @field_validator("content")
-    @classmethod
-    def _is_pdf(cls, value: bytes) -> bytes:
-        if not value.startswith(b"%PDF-"):
-            raise ValueError("is not a PDF (the decoded content does not start with %PDF-)")
-        return value
+ProposalNo = DocumentNo  # 投保单号
+PolicyNo = DocumentNo  # 保单号
 
 
 class PolicyKind(StrEnum):
     NEW_BUSINESS = "new"  # 中小企业综合保险投保单（小微企业适用）
     RENEWAL = "renewal"  # 中小企业综合保险续转单证（小微企业适用）
-
-
-class CardKind(StrEnum):
-    LEGAL_PERSON = "legal-person"  # 法人卡
-    OPERATOR = "operator"  # 操作员卡
 
 
 class UnderwritingMessage(CanonicalMessage):
@@ -168,3 +128,6 @@ class PolicyReceipt(UnderwritingMessage):
     policy_no: PolicyNo
     enterprise: Enterprise
     received_on: date
+
+
+MESSAGES = (PendingPolicy, InsuranceApplication, ApplicationReturned, PolicyIssued, PolicyReceipt)

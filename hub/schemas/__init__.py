@@ -123,7 +123,8 @@ class SchemaRegistry:
 
 
 ECI_1_0 = SchemaSource("eci", "1.0", "urn:sw-eci-hub:insurer:1.0", SCHEMA_DIR / "eci" / "1.0" / "eci.xsd", "ECI")
-HUB_SCHEMAS = [ECI_1_0]
+CUS_1_0 = SchemaSource("cus", "1.0", "urn:sw-eci-hub:customs:1.0", SCHEMA_DIR / "cus" / "1.0" / "cus.xsd", "CUS")
+HUB_SCHEMAS = [ECI_1_0, CUS_1_0]
 
 # The ecosystem's schemas, copied with their origin noted in each folder's SOURCE.md; never written by the hub,
 # unlike HUB_SCHEMAS, which hub/mappers/xsd.py writes from the canonical models.
