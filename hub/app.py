@@ -31,7 +31,7 @@ from hub.mappers import MessageFormat
 from hub.mappers.insurer_xml import InsurerXml
 from hub.mappers.platform_json import PlatformJson
 from hub.pipeline import Pipeline
-from hub.schemas import HUB_SCHEMAS, SchemaRegistry
+from hub.schemas import ALL_SCHEMAS, SchemaRegistry
 from hub.signing import Signer, SigningError, SigningWorker, SoftwareKeySigner, load_certificate
 from hub.signing.card import CardSigner
 from hub.signing.eport_client import EPortClientSigner
@@ -161,7 +161,7 @@ def _software_signer(where: str, config: SoftwareSignerConfig) -> Signer:
 class Hub:
     def __init__(self, config: HubConfig) -> None:
         self.config = config
-        self.registry = SchemaRegistry(HUB_SCHEMAS)
+        self.registry = SchemaRegistry(ALL_SCHEMAS)
         formats = build_formats(config, self.registry)
         trusted = load_trusted(config)
         require_pins(config)

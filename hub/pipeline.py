@@ -30,10 +30,11 @@ from sqlalchemy.exc import OperationalError
 
 from hub.channels import Channel, ClaimedInput
 from hub.config import HubConfig
-from hub.conversations import Verdict, judge
+from hub.conversations import Refusal, Verdict, judge
 from hub.errors import (
     DELIVERY_FAILED,
     DUPLICATE_MESSAGE,
+    FIELD_INVALID,
     INTERNAL_ERROR,
     MESSAGE_TOO_LARGE,
     NO_ROUTE,
@@ -48,8 +49,9 @@ from hub.errors import (
     signer_failed,
 )
 from hub.mappers import MessageFormat
-from hub.models import CanonicalMessage, Receipt, ReceiptError, ReturnStatus, Sender
+from hub.models import CanonicalMessage, PolicyIssued, PolicyReceipt, Receipt, ReceiptError, ReturnStatus, Sender
 from hub.models.base import BEIJING, new_message_id
+from hub.models.claims import ClaimApplication
 from hub.retry import RetryPolicy
 from hub.signing import (
     Signer,
@@ -314,6 +316,8 @@ class Pipeline:
             enterprise = getattr(message, "enterprise", None)
             self.store.set_conversation(conn, message.family, key, enterprise.uscc if enterprise else "",
                                         verdict.becomes)
+        if isinstance(message, PolicyIssued):  # claims name the policy by its number, not by its proposal
+            self.store.add_reference(conn, "policy", message.policy_no, row.id)
         if verdict.repeat:
             info = f"{mtype} acknowledged again: it was already received and forwarded"
         else:
@@ -326,20 +330,45 @@ class Pipeline:
         key = message.business_key()
         if key is None:
             return Verdict("", repeat=False)
+        where = type(message).key_location()
+        label = f"{'.'.join(where)} {key}"
         conversation = self.store.conversation(conn, message.family, key)
-        verdict = judge(message.message_type, conversation.state if conversation else None)
-        if isinstance(verdict, str):
-            code = UNKNOWN_REFERENCE if conversation is None else OUT_OF_ORDER
-            raise refuse(code, f"proposalNo {key}: {verdict}", "proposalNo")
+        verdict = judge(message, conversation.state if conversation else None)
+        if isinstance(verdict, Refusal):
+            raise refuse(verdict.error, f"{label}: {verdict.reason}", *where)
         enterprise = getattr(message, "enterprise", None)
         if conversation is not None and enterprise is not None and enterprise.uscc != conversation.enterprise:
             raise refuse(UNKNOWN_REFERENCE,
-                         f"proposalNo {key} belongs to enterprise {conversation.enterprise}, not {enterprise.uscc}",
+                         f"{label} belongs to enterprise {conversation.enterprise}, not {enterprise.uscc}",
                          "enterprise", "uscc")
-        policy_no = getattr(message, "policy_no", None)
-        if message.message_type == "PolicyReceipt" and policy_no != self._issued_policy_no(conn, key):
-            raise refuse(UNKNOWN_REFERENCE, f"policy {policy_no} was not issued under proposalNo {key}", "policyNo")
+        if isinstance(message, PolicyReceipt) and message.policy_no != self._issued_policy_no(conn, key):
+            raise refuse(UNKNOWN_REFERENCE, f"policy {message.policy_no} was not issued under {label}", "policyNo")
+        if isinstance(message, ClaimApplication):
+            self._claim_preconditions(conn, message, refuse)
         return verdict
+
+    def _claim_preconditions(self, conn: Connection, claim: ClaimApplication, refuse: Any) -> None:
+        """A claim needs an effective policy of the same enterprise covering its shipments, and a signed
+        service agreement (DOMAIN.md §5)."""
+        policy = self._issued_policy(conn, claim.policy_no)
+        if policy is None:
+            raise refuse(UNKNOWN_REFERENCE, f"policy {claim.policy_no} was never issued through the hub", "policyNo")
+        if policy["enterprise"]["uscc"] != claim.enterprise.uscc:
+            raise refuse(UNKNOWN_REFERENCE, f"policy {claim.policy_no} belongs to enterprise "
+                         f"{policy['enterprise']['uscc']}, not {claim.enterprise.uscc}", "policyNo")
+        for n, shipment in enumerate(claim.shipments):
+            if not policy["validFrom"] <= shipment.shipped_on.isoformat() <= policy["validTo"]:
+                raise refuse(FIELD_INVALID, f"shipped on {shipment.shipped_on}, outside policy {claim.policy_no}'s "
+                             f"validity {policy['validFrom']} to {policy['validTo']}", "shipments", n, "shippedOn")
+        if not self.store.enterprise_in_state(conn, "agreement", claim.enterprise.uscc, "signed"):
+            raise refuse(OUT_OF_ORDER, f"enterprise {claim.enterprise.uscc} has no signed service agreement "
+                         "(签约): a claim needs one", "enterprise", "uscc")
+
+    def _issued_policy(self, conn: Connection, policy_no: str) -> dict[str, Any] | None:
+        """The accepted PolicyIssued for this policy number (the store has it by its proposal: look it up by
+        the reference recorded when it was accepted)."""
+        canonical = self.store.referenced(conn, "policy", policy_no)
+        return json.loads(canonical) if canonical else None
 
     def _issued_policy_no(self, conn: Connection, key: str) -> str | None:
         canonical = conn.execute(

@@ -29,6 +29,7 @@ from sqlalchemy import (
     UniqueConstraint,
     bindparam,
     create_engine,
+    delete,
     event,
     func,
     insert,
@@ -97,6 +98,16 @@ seen_messages = Table(
     Column("partner", String(40), primary_key=True),
     Column("message_id", String(36), primary_key=True),
     Column("first", String(36), ForeignKey("messages.id"), nullable=False),
+)
+
+# Business identifiers other than a conversation's key that later messages cite (a claim names its policy by
+# number; the policy's conversation is keyed by its proposal), recorded when the message is accepted.
+references = Table(
+    "references",
+    metadata,
+    Column("kind", String(20), primary_key=True),
+    Column("key", String(60), primary_key=True),
+    Column("message", String(36), ForeignKey("messages.id"), nullable=False),
 )
 
 work = Table(
@@ -261,6 +272,32 @@ class Store:
                     created_at=now, updated_at=now,
                 )
             )
+
+    @staticmethod
+    def enterprise_in_state(conn: Connection, family: str, enterprise: str, state: str) -> bool:
+        return conn.execute(
+            select(conversations.c.id).where(
+                conversations.c.family == family, conversations.c.enterprise == enterprise,
+                conversations.c.state == state,
+            ).limit(1)
+        ).first() is not None
+
+    # -- references ----------------------------------------------------------------------------------
+
+    @staticmethod
+    def add_reference(conn: Connection, kind: str, key: str, message: str) -> None:
+        """Latest wins: a reissued policy replaces the earlier one."""
+        conn.execute(delete(references).where(references.c.kind == kind, references.c.key == key))
+        conn.execute(insert(references).values(kind=kind, key=key, message=message))
+
+    @staticmethod
+    def referenced(conn: Connection, kind: str, key: str) -> str | None:
+        """The canonical form of the message recorded under (kind, key)."""
+        return conn.execute(
+            select(messages.c.canonical)
+            .join(references, references.c.message == messages.c.id)
+            .where(references.c.kind == kind, references.c.key == key)
+        ).scalar()
 
     @staticmethod
     def count_by(conn: Connection, *columns: Any) -> list[Any]:

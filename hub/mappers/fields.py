@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from pydantic import ValidationError
+from pydantic.alias_generators import to_camel
 
 from hub.errors import FIELD_INVALID, SCHEMA_VIOLATION, ErrorCode, FieldError, HubError
 
@@ -43,4 +44,10 @@ def hub_error_from_validation(
 
 
 def json_pointer(loc: Sequence[int | str]) -> str:
-    return "/" + "/".join(str(part) for part in loc)
+    return "/" + "/".join(str(part) for part in partner_names(loc))
+
+
+def partner_names(loc: Sequence[int | str]) -> list[int | str]:
+    """pydantic names a field by its alias, except an absent field whose default it validated: that one comes
+    by its Python name, which partners never see. (Only camelCase models validate defaults.)"""
+    return [to_camel(part) if isinstance(part, str) and "_" in part else part for part in loc]

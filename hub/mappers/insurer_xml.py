@@ -26,7 +26,7 @@ from hub.errors import (
     FieldError,
     HubError,
 )
-from hub.mappers.fields import hub_error_from_validation
+from hub.mappers.fields import hub_error_from_validation, partner_names
 from hub.mappers.platform_json import _readable_id
 from hub.models import MESSAGE_TYPES, CanonicalMessage, Receipt
 from hub.models.base import BEIJING
@@ -192,7 +192,7 @@ def _xml_path(root_path: str, body_path: str, loc: Sequence[int | str]) -> str:
     else:
         base, rest = body_path, loc
     parts: list[str] = []
-    for part in rest:
+    for part in partner_names(rest):
         if isinstance(part, int) and parts:
             parts[-1] += f"[{part + 1}]"
         else:

@@ -9,7 +9,7 @@ from datetime import date
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from hub.models.base import CanonicalMessage, DocumentNo, Record, required_when
 from hub.models.parties import CardKind, Enterprise, Insurer, PdfDocument
@@ -62,11 +62,13 @@ class AgreementSignRequest(AgreementMessage):
             raise ValueError("only the legal-person card (法人卡) may sign the agreement; an operator card may not")
         return value
 
-    @model_validator(mode="after")
-    def _seal_not_expired(self) -> AgreementSignRequest:
-        if self.seal.valid_to < self.created_at.date():
-            raise ValueError(f"seal {self.seal.seal_id} expired on {self.seal.valid_to}: an expired seal cannot sign")
-        return self
+    @field_validator("seal")
+    @classmethod
+    def _seal_not_expired(cls, seal: ElectronicSeal, info: ValidationInfo) -> ElectronicSeal:
+        signed_at = info.data.get("created_at")
+        if signed_at is not None and seal.valid_to < signed_at.date():
+            raise ValueError(f"seal {seal.seal_id} expired on {seal.valid_to}: an expired seal cannot sign")
+        return seal
 
 
 class AgreementSealed(AgreementMessage):

@@ -7,7 +7,7 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import AfterValidator, Base64Bytes, Field, ValidationInfo, field_validator, model_validator
+from pydantic import AfterValidator, Base64Bytes, Field, ValidationInfo, field_validator
 
 from hub.codelists import Country, LossCause, PaymentMethod, TransportMode
 from hub.models.base import (
@@ -180,6 +180,14 @@ class ClaimApplication(ClaimMessage):
     shipment_data_report: ShipmentDataReport
     declaration_accepted: bool
 
+    @field_validator("case_flags")
+    @classmethod
+    def _letter_of_credit_names_its_issuing_bank(cls, flags: CaseFlags, info: ValidationInfo) -> CaseFlags:
+        banks = info.data.get("banks", ())
+        if flags.letter_of_credit and not any(b.role is BankRole.ISSUING for b in banks):
+            raise ValueError("the case involves a letter of credit: banks must name the issuing bank")
+        return flags
+
     @field_validator("financing")
     @classmethod
     def _financing_when_taken(cls, value: Financing | None, info: ValidationInfo) -> Financing | None:
@@ -192,10 +200,14 @@ class ClaimApplication(ClaimMessage):
 
     @field_validator("attachments")
     @classmethod
-    def _at_most_40_mb_in_all(cls, value: tuple[ClaimAttachment, ...]) -> tuple[ClaimAttachment, ...]:
+    def _attachments_fit(cls, value: tuple[ClaimAttachment, ...], info: ValidationInfo) -> tuple[ClaimAttachment, ...]:
         total = sum(len(a.content) for a in value)
         if total > MAX_ATTACHMENTS_BYTES:
-            raise ValueError(f"attachments add up to {total} bytes; at most {MAX_ATTACHMENTS_BYTES} bytes (40 MB)")
+            raise ValueError(f"add up to {total} bytes; all together at most {MAX_ATTACHMENTS_BYTES} bytes (40 MB)")
+        invoices = {s.invoice_no for s in info.data.get("shipments", ())}
+        strays = sorted({a.invoice_no for a in value} - invoices)
+        if invoices and strays:
+            raise ValueError(f"name invoices {', '.join(strays)}, which no shipment has")
         return value
 
     @field_validator("declaration_accepted")
@@ -205,15 +217,6 @@ class ClaimApplication(ClaimMessage):
             raise ValueError("the claimant's declaration must be accepted before the claim is sent")
         return value
 
-    @model_validator(mode="after")
-    def _cross_checks(self) -> ClaimApplication:
-        if self.case_flags.letter_of_credit and not any(b.role is BankRole.ISSUING for b in self.banks):
-            raise ValueError("the case involves a letter of credit: banks must name the issuing bank")
-        invoices = {s.invoice_no for s in self.shipments}
-        strays = sorted({a.invoice_no for a in self.attachments} - invoices)
-        if strays:
-            raise ValueError(f"attachments name invoices {', '.join(strays)}, which no shipment has")
-        return self
 
 
 class ClaimStatus(StrEnum):

@@ -13,7 +13,7 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, ClassVar
 
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from pydantic.alias_generators import to_pascal
 
 from hub.codelists import Country, Currency, TransportMode, Unit
@@ -190,19 +190,21 @@ class CustomsRecordAnswer(CustomsMessage):
 
     answers: Annotated[tuple[DocumentAnswer, ...], Field(min_length=1, max_length=300)]
 
-    @model_validator(mode="after")
-    def _found_records_match(self) -> CustomsRecordAnswer:
-        for n, answer in enumerate(self.answers, 1):
+    @field_validator("answers")
+    @classmethod
+    def _found_records_match(cls, answers: tuple[DocumentAnswer, ...], info: ValidationInfo) -> object:
+        enterprise = info.data.get("enterprise")
+        for n, answer in enumerate(answers, 1):
             number = answer.record_number()
             if number is not None and number != answer.number:
-                raise ValueError(f"answers[{n}] is for {answer.number} but carries the record of {number}")
+                raise ValueError(f"answer {n} is for {answer.number} but carries the record of {number}")
             owner = answer.record_owner()
-            if owner is not None and owner != self.enterprise.uscc:
+            if enterprise is not None and owner is not None and owner != enterprise.uscc:
                 raise ValueError(
-                    f"answers[{n}] is 'found' (the enterprise's own) but its record belongs to {owner}, "
-                    f"not {self.enterprise.uscc}: that is 'not-owned'"
+                    f"answer {n} is 'found' (the enterprise's own) but its record belongs to {owner}, "
+                    f"not {enterprise.uscc}: that is 'not-owned'"
                 )
-        return self
+        return answers
 
 
 MESSAGES = (CustomsRecordQuery, CustomsRecordAnswer)

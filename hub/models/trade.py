@@ -10,7 +10,7 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from hub.codelists import Country, Unit
 from hub.models.base import USCC, CanonicalMessage, DocumentNo, Money, Record, Text, required_when
@@ -95,15 +95,21 @@ class TradeRegistration(TradeMessage):
             raise ValueError("two goods lines have the same lineNo")
         return value
 
-    @model_validator(mode="after")
-    def _totals_add_up(self) -> TradeRegistration:
-        amount = sum((g.amount_usd for g in self.goods), Decimal(0))
-        pieces = sum(g.quantity for g in self.goods)
-        if amount != self.total_amount_usd:
-            raise ValueError(f"totalAmountUsd {self.total_amount_usd} is not the goods lines' sum {amount}")
-        if pieces != self.total_pieces:
-            raise ValueError(f"totalPieces {self.total_pieces} is not the goods lines' sum {pieces}")
-        return self
+    @field_validator("total_amount_usd")
+    @classmethod
+    def _amount_adds_up(cls, value: Decimal, info: ValidationInfo) -> Decimal:
+        goods = info.data.get("goods")
+        if goods is not None and value != (lines := sum((g.amount_usd for g in goods), Decimal(0))):
+            raise ValueError(f"is {value} but the goods lines add up to {lines}")
+        return value
+
+    @field_validator("total_pieces")
+    @classmethod
+    def _pieces_add_up(cls, value: int, info: ValidationInfo) -> int:
+        goods = info.data.get("goods")
+        if goods is not None and value != (lines := sum(g.quantity for g in goods)):
+            raise ValueError(f"is {value} but the goods lines add up to {lines}")
+        return value
 
 
 class RegistrationOutcome(StrEnum):
