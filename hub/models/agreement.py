@@ -11,7 +11,7 @@ from typing import Annotated
 
 from pydantic import Field, ValidationInfo, field_validator
 
-from hub.models.base import CanonicalMessage, DocumentNo, Record, required_when
+from hub.models.base import CanonicalMessage, DocumentNo, Record, only, required_when
 from hub.models.parties import CardKind, Enterprise, Insurer, PdfDocument
 
 
@@ -29,12 +29,9 @@ class ElectronicSeal(Record):
     seal_type: SealType
     valid_to: date
 
-    @field_validator("seal_type")
-    @classmethod
-    def _company_seal_only(cls, value: SealType) -> SealType:
-        if value is not SealType.COMPANY:
-            raise ValueError("the agreement is sealed with the company seal (公司章) only")
-        return value
+    _company_seal_only = only(
+        "seal_type", SealType.COMPANY, "the agreement is sealed with the company seal (公司章) only"
+    )
 
 
 class AgreementMessage(CanonicalMessage):
@@ -55,12 +52,10 @@ class AgreementSignRequest(AgreementMessage):
     signed_with: CardKind
     seal: ElectronicSeal
 
-    @field_validator("signed_with")
-    @classmethod
-    def _legal_person_card_only(cls, value: CardKind) -> CardKind:
-        if value is not CardKind.LEGAL_PERSON:
-            raise ValueError("only the legal-person card (法人卡) may sign the agreement; an operator card may not")
-        return value
+    _legal_person_card_only = only(
+        "signed_with", CardKind.LEGAL_PERSON,
+        "only the legal-person card (法人卡) may sign the agreement; an operator card may not",
+    )
 
     @field_validator("seal")
     @classmethod

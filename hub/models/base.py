@@ -108,6 +108,17 @@ def required_when(field: str, other: str, values: tuple[object, ...], message: s
     return field_validator(field)(check)
 
 
+def only(field: str, allowed: object, message: str) -> Any:
+    """A validator: `field` must hold exactly `allowed` (the legal-person card, an accepted declaration, …)."""
+
+    def check(cls: type, value: object) -> object:
+        if value != allowed:
+            raise ValueError(message)
+        return value
+
+    return field_validator(field)(check)
+
+
 class AppType(IntEnum):
     NEW = 1
     CHANGE = 2

@@ -22,6 +22,7 @@ from hub.models.base import (
     ShipmentSerial,
     Swift,
     Text,
+    only,
     required_when,
 )
 from hub.models.parties import Attachment, Enterprise, Insurer
@@ -146,12 +147,9 @@ class ShipmentDataReport(Record):
     content: Base64Bytes
     sealed: bool
 
-    @field_validator("sealed")
-    @classmethod
-    def _must_be_sealed(cls, value: bool) -> bool:
-        if not value:
-            raise ValueError("the shipment data report must carry the enterprise's electronic seal before submit")
-        return value
+    _must_be_sealed = only(
+        "sealed", True, "the shipment data report must carry the enterprise's electronic seal before submit"
+    )
 
 
 class ClaimMessage(CanonicalMessage):
@@ -210,12 +208,9 @@ class ClaimApplication(ClaimMessage):
             raise ValueError(f"name invoices {', '.join(strays)}, which no shipment has")
         return value
 
-    @field_validator("declaration_accepted")
-    @classmethod
-    def _declaration_must_be_accepted(cls, value: bool) -> bool:
-        if not value:
-            raise ValueError("the claimant's declaration must be accepted before the claim is sent")
-        return value
+    _declaration_accepted = only(
+        "declaration_accepted", True, "the claimant's declaration must be accepted before the claim is sent"
+    )
 
 
 

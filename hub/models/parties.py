@@ -33,20 +33,6 @@ class Insurer(Record):
     institution_code: Annotated[str, Field(pattern=r"^[0-9A-Z]{4,18}$")]  # 保险机构编码
 
 
-class PdfDocument(Record):
-    """A PDF carried inside the message (the application form, the electronic policy)."""
-
-    file_name: Annotated[str, Field(pattern=r"^[^/\\]{1,100}\.pdf$")]
-    content: Base64Bytes
-
-    @field_validator("content")
-    @classmethod
-    def _is_pdf(cls, value: bytes) -> bytes:
-        if not value.startswith(b"%PDF-"):
-            raise ValueError("is not a PDF (the decoded content does not start with %PDF-)")
-        return value
-
-
 class CardKind(StrEnum):
     LEGAL_PERSON = "legal-person"  # 法人卡
     OPERATOR = "operator"  # 操作员卡
@@ -63,4 +49,17 @@ class Attachment(Record):
     def _at_most_4_mb(cls, value: bytes) -> bytes:
         if len(value) > MAX_ATTACHMENT_BYTES:
             raise ValueError(f"is {len(value)} bytes; an attachment may be at most {MAX_ATTACHMENT_BYTES} bytes (4 MB)")
+        return value
+
+
+class PdfDocument(Attachment):
+    """A PDF carried inside the message (the application form, the electronic policy, the agreement)."""
+
+    file_name: Annotated[str, Field(pattern=r"^[^/\\]{1,100}\.pdf$")]
+
+    @field_validator("content")
+    @classmethod
+    def _is_pdf(cls, value: bytes) -> bytes:
+        if not value.startswith(b"%PDF-"):
+            raise ValueError("is not a PDF (the decoded content does not start with %PDF-)")
         return value

@@ -9,7 +9,7 @@ from datetime import date
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
 from hub.models.base import (
     CanonicalMessage,
@@ -20,6 +20,7 @@ from hub.models.base import (
     PlatformEmail,
     Record,
     Text,
+    only,
 )
 from hub.models.parties import CardKind, Enterprise, Insurer, PdfDocument
 
@@ -69,19 +70,14 @@ class InsuranceApplication(UnderwritingMessage):
     declaration_accepted: bool  # 已认真阅读以上内容并同意
     confirmed_with: CardKind
 
-    @field_validator("declaration_accepted")
-    @classmethod
-    def _declaration_must_be_accepted(cls, value: bool) -> bool:
-        if not value:
-            raise ValueError("the declaration 已认真阅读以上内容并同意 must be accepted before the application is sent")
-        return value
-
-    @field_validator("confirmed_with")
-    @classmethod
-    def _legal_person_card_only(cls, value: CardKind) -> CardKind:
-        if value is not CardKind.LEGAL_PERSON:
-            raise ValueError("only the legal-person card (法人卡) may confirm an insurance application")
-        return value
+    _declaration_accepted = only(
+        "declaration_accepted", True,
+        "the declaration 已认真阅读以上内容并同意 must be accepted before the application is sent",
+    )
+    _legal_person_card_only = only(
+        "confirmed_with", CardKind.LEGAL_PERSON,
+        "only the legal-person card (法人卡) may confirm an insurance application",
+    )
 
 
 class ApplicationReturned(UnderwritingMessage):
