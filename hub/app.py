@@ -28,6 +28,7 @@ from hub.config import (
     SoftwareSignerConfig,
 )
 from hub.mappers import MessageFormat
+from hub.mappers.dxp import Dxp
 from hub.mappers.insurer_xml import InsurerXml
 from hub.mappers.platform_json import PlatformJson
 from hub.pipeline import Pipeline
@@ -55,6 +56,18 @@ def build_formats(config: HubConfig, registry: SchemaRegistry) -> dict[str, Mess
             except KeyError as exc:
                 raise ConfigError(f"partners.{name}.schema: {exc.args[0]}") from None
     return formats
+
+
+def build_envelopes(config: HubConfig, registry: SchemaRegistry) -> dict[str, Dxp]:
+    """The envelope of each partner that has one, checked against its compiled schema."""
+    envelopes: dict[str, Dxp] = {}
+    for name, partner in config.partners.items():
+        if partner.envelope is not None:
+            try:
+                envelopes[name] = Dxp(registry.get(partner.envelope))
+            except KeyError as exc:
+                raise ConfigError(f"partners.{name}.envelope: {exc.args[0]}") from None
+    return envelopes
 
 
 def load_trusted(config: HubConfig) -> dict[str, list[x509.Certificate]]:
@@ -163,6 +176,7 @@ class Hub:
         self.config = config
         self.registry = SchemaRegistry(ALL_SCHEMAS)
         formats = build_formats(config, self.registry)
+        envelopes = build_envelopes(config, self.registry)
         trusted = load_trusted(config)
         require_pins(config)
         self.signers = Signers(config)
@@ -172,7 +186,8 @@ class Hub:
         self.store = Store(config.store.url)
         self.store.create_schema()
         self.queue = DbWorkQueue(self.store, config.queue.lease_seconds)
-        self.pipeline = Pipeline(config, self.store, self.queue, formats, self.channels, self.signers, trusted)
+        self.pipeline = Pipeline(config, self.store, self.queue, formats, self.channels, self.signers, trusted,
+                                 envelopes)
         self.started_at = time.time()
         self.status_reader = StatusReader(config, self.store, self.started_at, self.signers.status)
         self.status_server: StatusServer | None = None

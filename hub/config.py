@@ -179,11 +179,21 @@ class PartnerConfig(Section):
     channel: FolderChannelConfig
     max_message_bytes: Annotated[int, Field(gt=0)] = 16 * 1024 * 1024
     signing: PartnerSigningConfig = PartnerSigningConfig()
+    # The transport envelope this partner's messages travel in, e.g. "dxp/1.0" (hub/schemas/dxp/1.0/); none:
+    # bare XML. With one, `dxp_id` is the partner's node id (SenderId of what it sends, ReceiverId of what it gets).
+    envelope: Annotated[str, Field(pattern=r"^dxp/\d+\.\d+$")] | None = None
+    dxp_id: Annotated[str, Field(min_length=1, max_length=16)] | None = None
+    # DxpRep codes that mean the node took an envelope (default: the receipt ladder's 2, 120, 399, 800).
+    dxp_success_codes: frozenset[str] | None = None
 
     @model_validator(mode="after")
     def _xml_needs_schema(self) -> PartnerConfig:
         if self.format == "xml" and not self.schema_:
             raise ValueError('an xml partner must name the schema it speaks, e.g. schema = "eci/1.0"')
+        if self.envelope is not None and self.format != "xml":
+            raise ValueError("envelope: only xml partners' messages travel in the DXP envelope")
+        if self.envelope is not None and self.dxp_id is None:
+            raise ValueError('envelope needs dxp_id, the partner\'s node id, e.g. dxp_id = "DXPINS0000000001"')
         if self.format != "xml" and self.signing != PartnerSigningConfig():
             raise ValueError("signing: only xml partners' messages carry an XML signature")
         return self
@@ -236,6 +246,14 @@ class HubConfig(Section):
             if isinstance(signer, DeviceSignerConfig) and signer.timeout_seconds >= self.queue.lease_seconds:
                 raise ValueError(f"signers.{name}.timeout_seconds must be under queue.lease_seconds "
                                  f"({self.queue.lease_seconds})")
+        return self
+
+    @model_validator(mode="after")
+    def _envelope_fits(self) -> HubConfig:
+        enveloped = sorted(name for name, p in self.partners.items() if p.envelope is not None)
+        if enveloped and len(self.hub.dxp_id) > 16:  # the envelope's SenderId and ReceiverId hold 16 characters
+            raise ValueError(f"hub.dxp_id {self.hub.dxp_id!r} has {len(self.hub.dxp_id)} characters; partners "
+                             f"{', '.join(enveloped)} use the DXP envelope, whose node ids have at most 16")
         return self
 
 

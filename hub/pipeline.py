@@ -6,6 +6,11 @@ schedule delivery) → deliver → settle the input file. Each step is one work 
 completion commit in one transaction, so a crash at any point repeats at most the last step, and every step
 is idempotent.
 
+A partner configured with an envelope (DXP) sends and receives every message in a DxpMsg: the hub unwraps what
+it receives (the envelope's node ids checked, the signature checked on the business XML inside), answers each
+envelope with the node's DxpRep besides the business receipt, wraps everything it sends after signing, and
+notes the partner's DxpReps on the messages they answer. The store keeps the bytes as they travelled.
+
 While the receiver's signer cannot sign (card out, E-Port client down, PIN blocked until an operator
 unblocks it), the message waits in "awaiting-signature": its process step is put back as a fresh work item
 every retry.wait_seconds, so a wait never counts against the retry policy and never parks. Only one message
@@ -15,9 +20,9 @@ at a time asks a signer that could not sign; the others wait without touching it
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import logging
-import re
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -25,6 +30,7 @@ from datetime import datetime
 from typing import Any
 
 from cryptography import x509
+from lxml import etree
 from sqlalchemy import Connection, select
 from sqlalchemy.exc import OperationalError
 
@@ -49,6 +55,8 @@ from hub.errors import (
     signer_failed,
 )
 from hub.mappers import MessageFormat
+from hub.mappers.dxp import SUCCESS_CODES, AddInfo, Dxp, DxpAnswer, DxpResponse, TransInfo
+from hub.mappers.fields import clip
 from hub.models import CanonicalMessage, PolicyIssued, PolicyReceipt, Receipt, ReceiptError, ReturnStatus, Sender
 from hub.models.base import BEIJING, new_message_id
 from hub.models.claims import ClaimApplication
@@ -71,7 +79,7 @@ _MAX_RECEIPT_ERRORS = 20
 RECEIVED = "received"
 AWAITING_SIGNATURE = "awaiting-signature"
 _UNDECIDED = (RECEIVED, AWAITING_SIGNATURE)
-_UNPRINTABLE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_NEVER_ANSWERED = ("Receipt", "DxpRep")  # answering an answer is the way to an endless echo
 
 
 @dataclass(frozen=True)
@@ -83,6 +91,17 @@ class Prepared:
     payload: bytes | None
     verified: VerifiedSignature | None = None  # the sender's signature, checked
     signed: str = ""  # who signed the payload, for its history
+    taken: TransInfo | None = None  # the envelope it came in: the node's DxpRep says it was taken
+
+
+@dataclass(frozen=True)
+class Refused:
+    """Why an inbound message is refused, and the envelope it came in: taken (only what it carries is refused),
+    or itself refused (its DxpRep says why, instead of a receipt)."""
+
+    error: HubError
+    taken: TransInfo | None = None
+    refused: TransInfo | None = None
 
 
 _NO_ERROR = {"error_code": None, "error_field": None, "error_message": None}  # clears why it waited
@@ -92,10 +111,16 @@ def _signed_by(verified: VerifiedSignature) -> str:
     return f"certificate {verified.certificate_number}, {verified.algorithm}"
 
 
-def _clip(text: str, limit: int) -> str:
-    """Receipt text: no control characters (XML forbids them), at most `limit` characters."""
-    text = _UNPRINTABLE.sub("?", text)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+def _root_name(xml: bytes) -> str:
+    """The document's root element name (the envelope's MsgType), read without parsing the rest."""
+    _event, root = next(etree.iterparse(io.BytesIO(xml), events=("start",)))
+    return str(etree.QName(root).localname)
+
+
+def _node_verdict(answer: DxpAnswer) -> str:
+    said = [f"{answer.code} {answer.info or ''}".strip()]
+    said += [f"{r.receiver_id}: {r.code} {r.info or ''}".strip() for r in answer.results]
+    return "; ".join(said)
 
 
 class Pipeline:
@@ -108,6 +133,7 @@ class Pipeline:
         channels: dict[str, Channel],
         signers: Mapping[str, Signer],
         trusted: Mapping[str, Sequence[x509.Certificate]],
+        envelopes: Mapping[str, Dxp],
     ) -> None:
         self.config = config
         self.store = store
@@ -116,6 +142,8 @@ class Pipeline:
         self.channels = channels
         self.signers = signers
         self.trusted = trusted  # by partner: the certificates whose signatures the hub believes
+        self.envelopes = envelopes  # by partner: the envelope its messages travel in (none: bare XML)
+        self.node_ids = {name: p.dxp_id for name, p in config.partners.items() if p.dxp_id is not None}
         self._cannot_sign: dict[str, HubError] = {}  # by signer: why it could not sign, until it signs again
         self._asking = {name: threading.Lock() for name in signers}
         self.retry = RetryPolicy(tuple(config.retry.delays_seconds), config.retry.jitter)
@@ -204,19 +232,23 @@ class Pipeline:
             return
         with self.store.begin() as conn:
             if prepared is not None and self.store.get_message(conn, row.id).state in _UNDECIDED:
+                if not isinstance(prepared, DxpResponse) and prepared.taken is not None:
+                    self._answer_envelope(conn, row, prepared.taken)
                 try:
-                    if isinstance(prepared, HubError):
-                        raise prepared
-                    if prepared.verified is not None:
-                        self.store.add_event(conn, row.id, "signature-verified", _signed_by(prepared.verified))
-                    if isinstance(prepared.message, Receipt):
+                    if isinstance(prepared, Refused):
+                        raise prepared.error
+                    if isinstance(prepared, DxpResponse):
+                        self._take_node_answers(conn, row, prepared)
+                    elif isinstance(prepared.message, Receipt):
+                        self._note_verified(conn, row, prepared)
                         self._take_receipt(conn, row, prepared.message)
                     else:
+                        self._note_verified(conn, row, prepared)
                         self._accept(conn, row, prepared)
                 except HubError as err:
                     if err.disposition is not Disposition.REJECT:
                         raise
-                    self._reject(conn, row, err)
+                    self._reject(conn, row, err, prepared.refused if isinstance(prepared, Refused) else None)
                 self.queue.enqueue(conn, "settle", row.id)
             self.queue.complete(conn, item)
 
@@ -230,39 +262,85 @@ class Pipeline:
                                      error_field=err.field, error_message=err.message)
                 log.warning("%s/in/%s (%s) waits for its signature: %s", row.partner, row.file_name, row.id, err)
 
-    def _prepare(self, row: Any) -> Prepared | HubError:
-        """The message checked and decoded and, where a route takes it, mapped and signed for its receiver;
-        or why it is refused."""
+    def _note_verified(self, conn: Connection, row: Any, prepared: Prepared) -> None:
+        if prepared.verified is not None:
+            self.store.add_event(conn, row.id, "signature-verified", _signed_by(prepared.verified))
+
+    def _prepare(self, row: Any) -> Prepared | Refused | DxpResponse:
+        """The message checked and decoded and, where a route takes it, mapped, signed and enveloped for its
+        receiver; or the node's answer to an envelope the hub sent; or why it is refused."""
+        taken = None
         try:
             if row.raw is None:
                 limit = self.config.partners[row.partner].max_message_bytes
                 raise HubError(MESSAGE_TOO_LARGE, f"{row.size} bytes is over the limit of {limit} bytes")
-            verified = self._verify(row)
-            message = self.formats[row.partner].decode(row.raw)
+            opened = self._open(row)
+            if isinstance(opened, DxpResponse):
+                return opened
+            business, taken = opened
+            verified = self._verify(row.partner, business)
+            message = self.formats[row.partner].decode(business)
         except HubError as err:
             if err.disposition is not Disposition.REJECT:
                 raise
-            return err
+            return self._refused(row, err, taken)
         destination = None if isinstance(message, Receipt) else self.routes.get((message.message_type, row.partner))
         if destination is None:
-            return Prepared(message, None, None, verified)
+            return Prepared(message, None, None, verified, taken=taken)
         payload, signed = self._sign(destination, self.formats[destination].encode(message))
-        return Prepared(message, destination, payload, verified, signed)
+        return Prepared(message, destination, self._enveloped(destination, message, payload), verified, signed, taken)
 
-    def _verify(self, row: Any) -> VerifiedSignature | None:
+    def _open(self, row: Any) -> tuple[bytes, TransInfo | None] | DxpResponse:
+        """The business XML and the envelope it came in (none from a bare partner); or the node's answer."""
+        dxp = self.envelopes.get(row.partner)
+        if dxp is None:
+            return row.raw, None
+        got = dxp.receive(row.raw)
+        if isinstance(got, DxpResponse):
+            return got
+        info, node, hub = got.trans_info, self.node_ids[row.partner], self.config.hub.dxp_id
+        if info.sender_id != node:
+            raise HubError(UNKNOWN_REFERENCE, f"SenderId {info.sender_id!r} is not {row.partner}'s node {node!r}",
+                           "/DxpMsg/TransInfo/SenderId", message_type="DxpMsg")
+        if hub not in info.receiver_ids:
+            raise HubError(UNKNOWN_REFERENCE, f"the envelope is for {', '.join(info.receiver_ids)}, not the hub's "
+                           f"node {hub!r}", "/DxpMsg/TransInfo/ReceiverIds", message_type="DxpMsg")
+        return got.business_xml, info
+
+    def _refused(self, row: Any, err: HubError, taken: TransInfo | None) -> Refused:
+        """A refusal, with the envelope it answers: a refused envelope is answered by the node's DxpRep when
+        its TransInfo can be read (else by the format-error receipt, enveloped); a refused DxpRep, never."""
+        dxp = self.envelopes.get(row.partner)
+        if dxp is None or taken is not None or row.raw is None or err.message_type in _NEVER_ANSWERED:
+            return Refused(err, taken)
+        return Refused(err, refused=dxp.trans_info_of(row.raw))
+
+    def _verify(self, partner: str, raw: bytes) -> VerifiedSignature | None:
         """The sender's signature, checked before a word of the message is believed."""
-        signing = self.config.partners[row.partner].signing
+        signing = self.config.partners[partner].signing
         if not signing.verifies:
             return None
         try:
-            return verify_document(row.raw, self.trusted[row.partner], require=signing.require_signature)
+            return verify_document(raw, self.trusted[partner], require=signing.require_signature)
         except VerificationError as exc:
             # Decoded only to address the rejection receipt: nothing in it is acted on.
             try:
-                message = self.formats[row.partner].decode(row.raw)
+                message = self.formats[partner].decode(raw)
             except HubError as err:
                 raise signature_rejected(exc, err.message_id, err.message_type) from None
             raise signature_rejected(exc, message.message_id, message.message_type) from None
+
+    def _enveloped(self, partner: str, message: CanonicalMessage, payload: bytes) -> bytes:
+        """The bytes `partner` receives: the payload itself, or the payload in the partner's envelope (its
+        CopMsgId the message id, so the node's DxpRep finds the message it answers)."""
+        dxp = self.envelopes.get(partner)
+        if dxp is None:
+            return payload
+        return dxp.wrap(
+            payload, sender_id=self.config.hub.dxp_id, receiver_ids=[self.node_ids[partner]],
+            msg_type=_root_name(payload), cop_msg_id=message.message_id, created=datetime.now(BEIJING),
+            add_info=AddInfo(file_name=self._file_name(partner, message)),
+        )
 
     def _sign(self, partner: str, payload: bytes) -> tuple[bytes, str]:
         """The payload signed by the partner's signer (if it has one), and who signed it."""
@@ -404,14 +482,46 @@ class Pipeline:
                              message_id=receipt.message_id, message_type="Receipt", family="receipt",
                              canonical=receipt.model_dump_json(by_alias=True))
 
-    def _reject(self, conn: Connection, row: Any, err: HubError) -> None:
+    def _take_node_answers(self, conn: Connection, row: Any, response: DxpResponse) -> None:
+        """A partner's node answering envelopes the hub sent: noted on each message; never answered. A refusal
+        leaves the message "refused": no business receipt will come for it."""
+        answered = []
+        for n, answer in enumerate(response.answers, start=1):
+            cop_msg_id = answer.original.cop_msg_id
+            found = conn.execute(
+                select(messages.c.id).where(
+                    messages.c.direction == "out", messages.c.partner == row.partner,
+                    messages.c.message_id == cop_msg_id,
+                )
+            ).scalar()
+            if found is None:
+                raise HubError(
+                    UNKNOWN_REFERENCE, f"the DxpRep answers envelope {cop_msg_id}, which the hub never sent to "
+                    f"{row.partner}", f"/DxpRep/Response[{n}]/OriHead/CopMsgId", message_type="DxpRep",
+                )
+            answered.append((found, answer))
+        success = self.config.partners[row.partner].dxp_success_codes or SUCCESS_CODES
+        for message, answer in answered:
+            if answer.succeeded(success):
+                self.store.add_event(conn, message, "taken-by-node", f"taken by the node: {_node_verdict(answer)}")
+            else:
+                self.store.set_state(conn, message, "refused", f"refused by the node: {_node_verdict(answer)}")
+        self.store.set_state(conn, row.id, "accepted",
+                             f"DxpRep for {', '.join(a.original.cop_msg_id for _, a in answered)}",
+                             message_type="DxpRep", family="envelope")
+
+    def _reject(self, conn: Connection, row: Any, err: HubError, envelope: TransInfo | None) -> None:
+        """Refused: the store says why, and so does the answer (the receipt; for a refused envelope whose
+        TransInfo reads, the node's DxpRep)."""
         self.store.set_state(
             conn, row.id, "rejected", str(err),
             error_code=err.code, error_field=err.field, error_message=err.message,
             message_id=err.message_id, message_type=err.message_type,
         )
         log.warning("rejected %s/in/%s (%s): %s", row.partner, row.file_name, row.id, err)
-        if err.message_type != "Receipt":  # a receipt is never answered: that way lies an endless echo
+        if envelope is not None:
+            self._answer_envelope(conn, row, envelope, refusal=err)
+        elif err.message_type not in _NEVER_ANSWERED:
             signature = err.error in SIGNATURE_CHECK_FAILURES
             status = ReturnStatus.SIGNATURE_CHECK_FAILED if signature else ReturnStatus.REJECTED
             self._answer(conn, row, None, status, f"{err.code}: {err.message}", err.errors,
@@ -426,27 +536,44 @@ class Pipeline:
             message_id=new_message_id(), created_at=now, sender=self.hub_sender,
             ref_message_id=message.message_id if message else ref_id,
             ref_message_type=message.message_type if message else ref_type,
-            ref_file_name=_clip(row.file_name, 255) if row.file_name else None,
+            ref_file_name=clip(row.file_name, 255) if row.file_name else None,
             ref_business_key=message.business_key() if message else None,
-            return_status=status, return_time=now, return_info=_clip(info, 1000),
+            return_status=status, return_time=now, return_info=clip(info, 1000),
             errors=[
-                ReceiptError(code=e.code, field=_clip(e.field, 300), message=_clip(e.message, 1000))
+                ReceiptError(code=e.code, field=clip(e.field, 300), message=clip(e.message, 1000))
                 for e in errors[:_MAX_RECEIPT_ERRORS]
             ],
         )
-        self._send(conn, row.partner, receipt, self.formats[row.partner].encode(receipt), answers=row.id)
+        payload = self._enveloped(row.partner, receipt, self.formats[row.partner].encode(receipt))
+        self._send(conn, row.partner, receipt, payload, answers=row.id)
+
+    def _answer_envelope(
+        self, conn: Connection, row: Any, received: TransInfo, refusal: HubError | None = None
+    ) -> None:
+        """The node's answer (DxpRep) to an envelope the partner sent: taken, or refused and why."""
+        payload = self.envelopes[row.partner].respond(received, notice_date=datetime.now(BEIJING).date(),
+                                                      refusal=refusal)
+        self._schedule(conn, row.partner, payload, row.id, f"answers envelope {received.cop_msg_id}",
+                       message_type="DxpRep", family="envelope", file_name=f"DxpRep_{row.id}.xml")
+
+    def _file_name(self, partner: str, message: CanonicalMessage) -> str:
+        return f"{message.message_type}_{message.message_id}{self.formats[partner].file_suffix}"
 
     def _send(
         self, conn: Connection, partner: str, message: CanonicalMessage, payload: bytes, answers: str, detail: str = ""
     ) -> None:
-        suffix = self.formats[partner].file_suffix
-        out = self.store.add_message(
-            conn, direction="out", partner=partner, state="pending",
+        self._schedule(
+            conn, partner, payload, answers, detail,
             message_id=message.message_id, message_type=message.message_type, family=message.family,
-            business_key=message.business_key(), file_name=f"{message.message_type}_{message.message_id}{suffix}",
-            size=len(payload), raw=payload, canonical=message.model_dump_json(by_alias=True), answers=answers,
-            event_detail=detail,
+            business_key=message.business_key(), file_name=self._file_name(partner, message),
+            canonical=message.model_dump_json(by_alias=True),
         )
+
+    def _schedule(self, conn: Connection, partner: str, payload: bytes, answers: str, detail: str,
+                  **described: Any) -> None:
+        """Store the bytes exactly as they will be delivered, and schedule their delivery (the outbox)."""
+        out = self.store.add_message(conn, direction="out", partner=partner, state="pending", size=len(payload),
+                                     raw=payload, answers=answers, event_detail=detail, **described)
         self.queue.enqueue(conn, "deliver", out)
 
     # -- deliver and settle ---------------------------------------------------------------------------
@@ -473,8 +600,11 @@ class Pipeline:
                     select(messages.c.canonical).where(messages.c.answers == row.id,
                                                        messages.c.message_type == "Receipt")
                 ).scalar()
-            error = {"code": row.error_code, "message": row.error_message, "field": row.error_field or "",
-                     "errors": json.loads(receipt)["errors"] if receipt else []}
+            field = row.error_field or ""
+            # A refused envelope is answered by a DxpRep, not a receipt: its one error is the row's.
+            found = json.loads(receipt)["errors"] if receipt else [
+                {"code": row.error_code, "field": field, "message": row.error_message}]
+            error = {"code": row.error_code, "message": row.error_message, "field": field, "errors": found}
         self.channels[row.partner].settle(row.file_name, row.id, accepted, error)
         with self.store.begin() as conn:
             where = "archive" if accepted else "rejected"

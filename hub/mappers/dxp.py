@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import copy
+import dataclasses
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from hub.errors import (
     FieldError,
     HubError,
 )
+from hub.mappers.fields import clip
 from hub.mappers.insurer_xml import parse_xml
 from hub.models import ReturnStatus
 from hub.models.base import BEIJING
@@ -37,7 +39,6 @@ DXP = "http://www.chinaport.gov.cn/dxp"
 _VERSION = "1.0"
 _CREAT_TIME = "%Y-%m-%dT%H:%M:%S"
 _PREFIX = re.compile(r"(?<=/)[^/:\[]+:")
-_UNPRINTABLE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 # The receipt ladder's codes that mean the partner took the message (DOMAIN.md §9).
 SUCCESS_CODES = frozenset(str(s.value) for s in (ReturnStatus.RECEIVED, ReturnStatus.ACCEPTED,
                                                   ReturnStatus.CONCLUDED, ReturnStatus.FINAL))
@@ -147,7 +148,7 @@ class Dxp:
         """The DxpRep answering the envelope `received`: taken (2, received) or, with `refusal`, refused (100)."""
         status = ReturnStatus.REJECTED if refusal else ReturnStatus.RECEIVED
         code = str(status.value)
-        info = _text(str(refusal) if refusal else f"{received.msg_type} {received.cop_msg_id} received", 300)
+        info = clip(str(refusal) if refusal else f"{received.msg_type} {received.cop_msg_id} received", 300)
         root = _element("DxpRep", ver=_VERSION)
         _child(root, "RecevierId", received.sender_id)
         response = _child(root, "Response")
@@ -176,7 +177,11 @@ class Dxp:
     def receive(self, raw: bytes) -> Envelope | DxpResponse:
         """Whatever a DXP partner sent: an envelope or an answer to one of the hub's."""
         root = self._checked(raw, ("DxpMsg", "DxpRep"))
-        return _envelope(root) if _local(root) == "DxpMsg" else _response(root)
+        kind = _local(root)
+        try:
+            return _envelope(root) if kind == "DxpMsg" else _response(root)
+        except HubError as err:  # say which it was: a refused DxpRep is never answered
+            raise dataclasses.replace(err, message_type=err.message_type or kind) from None
 
     def unwrap(self, raw: bytes) -> Envelope:
         return _envelope(self._checked(raw, ("DxpMsg",)))
@@ -259,12 +264,6 @@ def _add_info(parent: etree._Element, add: AddInfo) -> None:
         _child(element, "IsText", Encode=add.text_encoding)
     if add.rec_map_id is not None:
         _child(element, "RecMapId", add.rec_map_id)
-
-
-def _text(value: str, limit: int) -> str:
-    """Free text for a bounded element: no control characters (XML forbids them), at most `limit` characters."""
-    value = _UNPRINTABLE.sub("?", value)
-    return value if len(value) <= limit else value[: limit - 1] + "…"
 
 
 # -- reading (of documents the schema has passed) ----------------------------------------------------------

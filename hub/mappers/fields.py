@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 
 from pydantic import ValidationError
 from pydantic.alias_generators import to_camel
 
 from hub.errors import FIELD_INVALID, SCHEMA_VIOLATION, ErrorCode, FieldError, HubError
+
+_UNPRINTABLE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 # Errors that are about the message's shape rather than a business rule.
 _SHAPE_ERRORS = {"missing", "extra_forbidden", "model_type", "list_type", "dict_type", "model_attributes_type"}
@@ -51,3 +54,9 @@ def partner_names(loc: Sequence[int | str]) -> list[int | str]:
     """pydantic names a field by its alias, except an absent field whose default it validated: that one comes
     by its Python name, which partners never see. (Only camelCase models validate defaults.)"""
     return [to_camel(part) if isinstance(part, str) and "_" in part else part for part in loc]
+
+
+def clip(text: str, limit: int) -> str:
+    """Free text for a bounded field: no control characters (XML forbids them), at most `limit` characters."""
+    text = _UNPRINTABLE.sub("?", text)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
