@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint demo clean
+.PHONY: run test lint bench schemas clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,13 @@ test: lint
 lint: $(STAMP)
 	$(VENV)/bin/ruff check hub tests run_hub.py bench
 	$(VENV)/bin/mypy
+
+bench: $(STAMP)
+	$(PY) -m bench
+
+# Rewrite the hub's XSDs from the canonical models (a test fails while they differ).
+schemas: $(STAMP)
+	$(PY) -m hub.mappers.xsd
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache

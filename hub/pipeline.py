@@ -42,6 +42,8 @@ from hub.errors import (
     DUPLICATE_MESSAGE,
     FIELD_INVALID,
     INTERNAL_ERROR,
+    MALFORMED_XML,
+    MESSAGE_EMPTY,
     MESSAGE_TOO_LARGE,
     NO_ROUTE,
     OUT_OF_ORDER,
@@ -81,6 +83,9 @@ AWAITING_SIGNATURE = "awaiting-signature"
 _UNDECIDED = (RECEIVED, AWAITING_SIGNATURE)
 _NEVER_ANSWERED = ("Receipt", "DxpRep")  # answering an answer is the way to an endless echo
 
+
+# Inputs that are not documents at all: their own error says more than any signature error could.
+_UNREADABLE = {MESSAGE_EMPTY.code, MALFORMED_XML.code}
 
 @dataclass(frozen=True)
 class Prepared:
@@ -327,6 +332,8 @@ class Pipeline:
             try:
                 message = self.formats[partner].decode(raw)
             except HubError as err:
+                if err.code in _UNREADABLE:  # not a document at all: say so, not that its signature is bad
+                    raise err from None
                 raise signature_rejected(exc, err.message_id, err.message_type) from None
             raise signature_rejected(exc, message.message_id, message.message_type) from None
 

@@ -240,6 +240,16 @@ def test_a_signature_that_does_not_check_gets_its_own_rejection(
     assert not exchange.files("platform", "out", "PendingPolicy_*"), "nothing unbelieved goes on"
 
 
+@pytest.mark.parametrize(("content", "code"), [(b"<ECI101Message", "MALFORMED_XML"), (b"", "MESSAGE_EMPTY")])
+def test_what_is_not_a_document_is_refused_as_such_where_signatures_are_required(
+    content: bytes, code: str, tmp_path: Path, exchange: Exchange, start_hub: Callable[[HubConfig], Hub]
+) -> None:
+    start_hub(signing_config(tmp_path, TRUSTING)[0])
+    exchange.drop("insurer", "insurer-unreadable.xml", content)
+    receipt = exchange.receipt_for("insurer", "insurer-unreadable.xml")
+    assert receipt["returnStatus"] == 100 and receipt["errors"][0]["code"] == code, receipt
+
+
 @pytest.mark.parametrize(("name", "algorithm"), [("pengcheng-rsa", "rsa-sha256"), ("xinghe-sm2", "sm2-sm3")])
 def test_a_message_signed_by_a_trusted_certificate_goes_on(
     name: str, algorithm: str, tmp_path: Path, exchange: Exchange, start_hub: Callable[[HubConfig], Hub]
