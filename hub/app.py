@@ -43,6 +43,10 @@ from hub.workqueue import DbWorkQueue
 log = logging.getLogger("hub")
 
 RECOVER_EVERY_SECONDS = 10.0
+# Recovery leaves alone what was claimed (renamed into intake/, which sets the file's ctime) less than this ago:
+# with several hub processes on one store, a live one may have claimed it and be storing it now. Its owner
+# stores it within milliseconds; should both store it anyway, the hub id (the primary key) keeps one.
+RECOVER_GRACE_SECONDS = 5.0
 
 
 def build_formats(config: HubConfig, registry: SchemaRegistry) -> dict[str, MessageFormat]:
@@ -183,7 +187,8 @@ class Hub:
         self.channels: dict[str, Channel] = {
             name: FolderChannel(name, Path(p.channel.root)) for name, p in config.partners.items()
         }
-        self.store = Store(config.store.url)
+        # One connection for each worker, the intake thread and the status interface.
+        self.store = Store(config.store.url, connections=config.queue.workers + 2)
         self.store.create_schema()
         self.queue = DbWorkQueue(self.store, config.queue.lease_seconds)
         self.pipeline = Pipeline(config, self.store, self.queue, formats, self.channels, self.signers, trusted,
@@ -231,9 +236,15 @@ class Hub:
 
     def _recover(self) -> None:
         """Inputs taken from a partner but not stored (the hub died in between) are stored now."""
+        claimed_before = time.time() - RECOVER_GRACE_SECONDS
         for channel in self.channels.values():
             for claimed in channel.recover():
-                self.pipeline.take_in(claimed)
+                try:
+                    abandoned = claimed.path.stat().st_ctime < claimed_before
+                except FileNotFoundError:
+                    continue  # settled since it was listed
+                if abandoned:
+                    self.pipeline.take_in(claimed)
 
     def _intake_loop(self) -> None:
         poll = min(p.channel.poll_seconds for p in self.config.partners.values())

@@ -155,10 +155,12 @@ def new_id() -> str:
     return str(uuid.uuid4()).upper()
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, connections: int = 5) -> Engine:
+    """`connections`: how many threads use the store at once; each holds at most one connection at a time."""
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True, future=True)
+        # A worker never waits for a pooled connection; pre-ping replaces connections a server restart broke.
+        return create_engine(url, pool_size=connections, max_overflow=connections, pool_pre_ping=True, future=True)
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url, future=True, connect_args={"check_same_thread": False, "timeout": 30})
@@ -184,8 +186,8 @@ def make_engine(url: str) -> Engine:
 
 
 class Store:
-    def __init__(self, url: str) -> None:
-        self.engine = make_engine(url)
+    def __init__(self, url: str, connections: int = 5) -> None:
+        self.engine = make_engine(url, connections)
         self.is_sqlite = self.engine.dialect.name == "sqlite"
         # SQLite has one writer at a time; threads of this process queue here instead of in SQLite's busy
         # handler, which sleeps in growing steps (measured: it cut throughput tenfold).

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -126,3 +128,43 @@ def hub(hub_config: HubConfig) -> Iterator[Hub]:
     running.start()
     yield running
     running.stop()
+
+
+POSTGRES_SERVER = os.environ.get("HUB_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432")
+
+
+def postgres_reachable() -> bool:
+    import psycopg
+
+    try:
+        psycopg.connect(f"{POSTGRES_SERVER.replace('+psycopg', '')}/postgres", connect_timeout=3).close()
+    except psycopg.Error:
+        return False
+    return True
+
+
+@contextmanager
+def fresh_postgres_database() -> Iterator[str]:
+    """A new, empty PostgreSQL database for one test (its URL), dropped afterwards: tests never share rows."""
+    import psycopg
+
+    needs(postgres_reachable(), f"PostgreSQL is not reachable at {POSTGRES_SERVER}")
+    name = f"hub_test_{secrets.token_hex(6)}"
+    admin = f"{POSTGRES_SERVER.replace('+psycopg', '')}/postgres"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    try:
+        yield f"{POSTGRES_SERVER}/{name}"
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The store on each backend the hub supports: every test using it runs on both."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'hub.db'}"
+    else:
+        with fresh_postgres_database() as url:
+            yield url
