@@ -1,5 +1,5 @@
 """`python run_hub.py [--config PATH] [command]`: run (the default), demo, schemas DIR, card status,
-card unblock [--signer NAME] CERT_NO."""
+card unblock [--signer NAME] CERT_NO, parked, replay ID | --all-parked, resend ID."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import signal
 import sys
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from hub.config import ConfigError, HubConfig, load_config
 from hub.schemas import SCHEMA_DIR, SchemaLoadError
@@ -35,6 +36,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     unblock.add_argument("--signer", help="the [signers] entry (default: every card and E-Port client signer)")
     unblock.add_argument("certificate_number", metavar="CERT_NO")
+    parked = commands.add_parser("parked", help="list parked work: the message, the step, every attempt and error")
+    parked.add_argument("--route", metavar="MESSAGE_TYPE", help="only messages of this type")
+    parked.add_argument("--partner", help="only messages from or to this partner")
+    parked.add_argument("--json", action="store_true", help="as JSON")
+    replay = commands.add_parser("replay", help="put a message's unfinished work back to run now, attempts afresh")
+    which = replay.add_mutually_exclusive_group(required=True)
+    which.add_argument("id", nargs="?", metavar="ID", help="the hub's id or the message's own id")
+    which.add_argument("--all-parked", action="store_true", help="every parked message")
+    replay.add_argument("--route", metavar="MESSAGE_TYPE", help="with --all-parked: only messages of this type")
+    resend = commands.add_parser("resend", help="deliver a delivered message again: same message id, same bytes")
+    resend.add_argument("id", metavar="ID", help="the hub's id or the message's own id")
     return parser
 
 
@@ -55,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.card_command == "unblock":
                 return card_unblock(config, args.signer, args.certificate_number)
             return card_status(config)
+        if args.command in ("parked", "replay", "resend"):
+            return operate(load_config(args.config), args)
         return run(args.config)
     except (ConfigError, SchemaLoadError) as exc:
         print(f"hub: {exc}", file=sys.stderr)
@@ -75,6 +89,54 @@ def run(config_path: Path | None) -> int:
     hub.start()
     hub.wait()
     hub.stop()
+    return 0
+
+
+def operate(config: HubConfig, args: argparse.Namespace) -> int:
+    """The operator commands, on the store: the hub may be running in another process or not at all."""
+    from hub.errors import HubError
+    from hub.operations import Operations, OperatorError
+    from hub.store import Store
+
+    if args.command == "replay" and args.route and not args.all_parked:
+        raise ConfigError("replay --route goes with --all-parked")
+    store = Store(config.store.url)
+    try:
+        store.create_schema()
+        operations = Operations(config, store)
+        if args.command == "parked":
+            return print_parked(operations.parked(args.route, args.partner), args.json)
+        if args.command == "resend":
+            outcomes = operations.resend(args.id)
+        elif args.all_parked:
+            outcomes = operations.replay_all_parked(args.route)
+        else:
+            outcomes = operations.replay(args.id)
+    except (OperatorError, HubError) as exc:
+        print(f"hub: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        store.close()
+    for outcome in outcomes:
+        print(f"{outcome.message}: {outcome.said}")
+    if not outcomes:  # only --all-parked finds nothing; an unknown id is an error above
+        print("nothing is parked")
+    return 0
+
+
+def print_parked(parked: list[dict[str, Any]], as_json: bool) -> int:
+    if as_json:
+        print(json.dumps(parked, ensure_ascii=False, indent=2))
+        return 0
+    print(f"{len(parked)} parked")
+    for item in parked:
+        toward = "from" if item["direction"] == "in" else "to"
+        print(f"\n{item['hub_id']}  {item['type'] or 'unread'} {item['message_id'] or ''}  {toward} {item['partner']}")
+        print(f"  parked in {item['step']} after {item['attempts']} attempt(s) at {item['parked_at']}")
+        print(f"  last error: {item['error']}")
+        for entry in item["history"]:
+            what = f"attempt {entry['attempt']}" if "attempt" in entry else entry["event"]
+            print(f"    {entry['at']}  {what} ({entry['target']}): {entry['error']}")
     return 0
 
 

@@ -199,12 +199,21 @@ class PartnerConfig(Section):
         return self
 
 
+class RouteRetryConfig(Section):
+    """A route's own tiers and jitter, for partners slower or faster to come back than the rest; what it
+    leaves out is [retry]'s."""
+
+    delays_seconds: list[Annotated[float, Field(ge=0)]] | None = None
+    jitter: Annotated[float, Field(ge=0, le=1)] | None = None
+
+
 class RouteConfig(Section):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     message: str
     from_partner: str = Field(alias="from")
     to_partner: str = Field(alias="to")
+    retry: RouteRetryConfig | None = None
 
 
 class StatusConfig(Section):
@@ -222,6 +231,12 @@ class HubConfig(Section):
     signers: dict[str, SignerConfig] = {}
     partners: dict[str, PartnerConfig]
     routes: list[RouteConfig] = []
+
+    def route_retry(self, route: RouteConfig) -> RetryConfig:
+        """The retry policy for the processing and delivery of the route's messages."""
+        if route.retry is None:
+            return self.retry
+        return self.retry.model_copy(update=route.retry.model_dump(exclude_none=True))
 
     @model_validator(mode="after")
     def _routes_name_partners(self) -> HubConfig:

@@ -152,6 +152,14 @@ class Pipeline:
         self._cannot_sign: dict[str, HubError] = {}  # by signer: why it could not sign, until it signs again
         self._asking = {name: threading.Lock() for name in signers}
         self.retry = RetryPolicy(tuple(config.retry.delays_seconds), config.retry.jitter)
+        # A route's own policy, by the messages it covers: (type, direction, partner) in and out.
+        self.route_retry: dict[tuple[str, str, str], RetryPolicy] = {}
+        for route in config.routes:
+            if route.retry is not None:
+                tiers = config.route_retry(route)
+                policy = RetryPolicy(tuple(tiers.delays_seconds), tiers.jitter)
+                self.route_retry[(route.message, "in", route.from_partner)] = policy
+                self.route_retry[(route.message, "out", route.to_partner)] = policy
         self.routes = {(r.message, r.from_partner): r.to_partner for r in config.routes}
         self.hub_sender = Sender(
             cop_code=config.hub.cop_code, cop_name=config.hub.cop_name, dxp_id=config.hub.dxp_id
@@ -198,7 +206,10 @@ class Pipeline:
             err = HubError(kind, f"{type(exc).__name__}: {exc}")
             if kind is INTERNAL_ERROR:
                 log.exception("unexpected error in %s of %s", item.kind, item.message)
-        delay = self.retry.delay_after(item.attempts) if err.disposition is Disposition.RETRY else None
+        with self.store.read() as conn:
+            row = self.store.get_message(conn, item.message)
+        retry = self.route_retry.get((row.message_type, row.direction, row.partner), self.retry)
+        delay = retry.delay_after(item.attempts) if err.disposition is Disposition.RETRY else None
         if delay is not None:
             self.queue.retry_later(item, delay, str(err))
             with self.store.begin() as conn:

@@ -67,7 +67,7 @@ class DbWorkQueue:
         if now >= self._next_reap:
             self.reap()
             self._next_reap = now + min(self.lease_seconds / 4, 5.0)
-        with self.store.begin() as conn:
+        with self.store.begin(serial=False) as conn:
             row = conn.execute(self._next_ready, {"_now": now}).first()
             if row is None:
                 return None
@@ -77,7 +77,7 @@ class DbWorkQueue:
 
     def reap(self) -> int:
         """Return expired leases to the queue (their workers died or stalled)."""
-        with self.store.begin() as conn:
+        with self.store.begin(serial=False) as conn:
             return conn.execute(_REAP, {"_now": time.time()}).rowcount
 
     def complete(self, conn: Connection, item: WorkItem) -> None:
@@ -107,3 +107,19 @@ class DbWorkQueue:
             "parked": counts.get("parked", 0),
             "oldest_waiting_age_seconds": round(time.time() - oldest, 3) if oldest else None,
         }
+
+    @staticmethod
+    def run_now(conn: Connection, message: str) -> list[tuple[str, str]]:
+        """An operator's replay: the message's waiting or parked work runs now with a fresh attempt count.
+        Leased work is left to its worker (taking it back would let two workers run it). Returns each item's
+        (kind, state before)."""
+        found = conn.execute(
+            select(work.c.id, work.c.kind, work.c.state).where(work.c.message == message).with_for_update()
+        ).all()
+        waiting = [row.id for row in found if row.state in ("ready", "parked")]
+        if waiting:
+            conn.execute(
+                update(work).where(work.c.id.in_(waiting), work.c.state.in_(("ready", "parked")))
+                .values(state="ready", attempts=0, available_at=time.time(), lease_owner=None, lease_until=None)
+            )
+        return [(row.kind, row.state) for row in found]
