@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import os
 from pathlib import Path
 
@@ -18,6 +17,8 @@ from sqlalchemy import Connection, create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
+
+from hub.store import advisory_key
 
 
 class LeaderLock:
@@ -31,8 +32,7 @@ class LeaderLock:
                 raise ValueError("a leader lock on SQLite needs a database file to lock beside")
             self._path = Path(f"{self._url.database}.{name}.lock")
         else:
-            # Advisory locks are keyed by a 64-bit number: the name's hash, the same in every process.
-            self._key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+            self._key = advisory_key(f"leader {name}")
 
     def acquire(self) -> bool:
         """Take the lock if no one holds it; True if this process holds it now. Never waits."""

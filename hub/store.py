@@ -6,6 +6,7 @@ Times are seconds since the epoch (float): portable across SQLite and PostgreSQL
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 import uuid
@@ -34,6 +35,7 @@ from sqlalchemy import (
     func,
     insert,
     select,
+    text,
     update,
 )
 from sqlalchemy.engine import Engine, make_url
@@ -155,6 +157,17 @@ def new_id() -> str:
     return str(uuid.uuid4()).upper()
 
 
+def advisory_key(name: str) -> int:
+    """PostgreSQL keys advisory locks by a 64-bit number: the name's hash, the same in every process."""
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+
+
+# PostgreSQL: a write transaction takes this lock first, so the pipeline's check-then-write decisions (seen
+# before? the conversation's state?) are serialised across processes as SQLite serialises them; under READ
+# COMMITTED alone two copies of one message both passed the seen-check. The queue's claims skip it (row locks).
+_SERIAL_WRITES = text("SELECT pg_advisory_xact_lock(:key)").bindparams(key=advisory_key("hub writes"))
+
+
 def make_engine(url: str, connections: int = 5) -> Engine:
     """`connections`: how many threads use the store at once; each holds at most one connection at a time."""
     parsed = make_url(url)
@@ -200,9 +213,12 @@ class Store:
         self.engine.dispose()
 
     @contextmanager
-    def begin(self) -> Iterator[Connection]:
-        """A write transaction: committed when the block ends, rolled back if it raises."""
+    def begin(self, serial: bool = True) -> Iterator[Connection]:
+        """A write transaction: committed when the block ends, rolled back if it raises. `serial=False` only
+        where row locks alone keep writers apart (the work queue's claim); SQLite serialises every writer."""
         with self._writer, self.engine.connect().execution_options(**{_WRITE: True}) as conn, conn.begin():
+            if serial and not self.is_sqlite:
+                conn.execute(_SERIAL_WRITES)
             yield conn
 
     @contextmanager

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from hub.app import Hub
 from hub.config import DEFAULT_CONFIG, HubConfig, load_config
 from tests import test_bad_input, test_families, test_underwriting_flow
 from tests.conftest import Exchange, fresh_postgres_database, hub_environ, wait_for
@@ -71,3 +72,26 @@ def test_kill_9_mid_batch_delivers_every_pending_policy_exactly_once(store_url: 
 def _queue_empty(hub: HubProcess) -> bool:
     queue = hub.get("/status")[1]["queue"]
     return bool(queue["ready"] == 0 and queue["leased"] == 0)
+
+
+def test_copies_of_one_message_taken_at_once_are_accepted_once(store_url: str, tmp_path: Path) -> None:
+    """Four workers decide on twelve copies of one pending policy at the same moment: one is accepted and
+    forwarded, every other copy is refused as a duplicate (none parked), on either backend."""
+    copies = 12
+    config = load_config(DEFAULT_CONFIG, environ=hub_environ(tmp_path, HUB_STORE__URL=store_url,
+                                                             HUB_QUEUE__WORKERS="4"))
+    exchange = Exchange(tmp_path / "exchange")
+    message_id, payload = _pending_policy(1)
+    for n in range(copies):
+        exchange.drop("insurer", f"insurer-pending-policy-copy-{n:02d}.xml", payload)
+    hub = Hub(config)
+    hub.start()
+    try:
+        exchange.wait_files("insurer", "out", copies, "Receipt_*")
+        codes = sorted(r["errors"][0]["code"] if r["errors"] else "accepted" for r in exchange.receipts("insurer"))
+        assert codes == ["DUPLICATE_MESSAGE"] * (copies - 1) + ["accepted"]
+        assert {r["refMessageId"] for r in exchange.receipts("insurer")} == {message_id}
+        assert len(exchange.files("platform", "out", "PendingPolicy_*")) == 1
+        assert hub.status_reader.status()["queue"]["parked"] == 0
+    finally:
+        hub.stop()
