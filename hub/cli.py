@@ -134,9 +134,10 @@ def print_parked(parked: list[dict[str, Any]], as_json: bool) -> int:
         print(f"\n{item['hub_id']}  {item['type'] or 'unread'} {item['message_id'] or ''}  {toward} {item['partner']}")
         print(f"  parked in {item['step']} after {item['attempts']} attempt(s) at {item['parked_at']}")
         print(f"  last error: {item['error']}")
+        print(f"  attempts on {item['target']}:")
         for entry in item["history"]:
             what = f"attempt {entry['attempt']}" if "attempt" in entry else entry["event"]
-            print(f"    {entry['at']}  {what} ({entry['target']}): {entry['error']}")
+            print(f"    {entry['at']}  {what}: {entry['error']}")
     return 0
 
 

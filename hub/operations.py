@@ -32,6 +32,7 @@ _DELIVERED = ("delivered", "acknowledged", "refused")  # handed to the partner a
 _UNFINISHED = {"in": (RECEIVED, AWAITING_SIGNATURE, "parked"), "out": ("pending", "parked")}
 _STEP = {"in": "process", "out": "deliver"}
 _BEFORE_STEP = {"in": RECEIVED, "out": "pending"}  # the state each step starts from
+_PARKED = ("parked", "settle-parked")  # the events the pipeline records when it parks a step
 _RETRY_DETAIL = re.compile(r"^(?P<step>\w+) attempt (?P<attempt>\d+) failed: (?P<error>.*); next in [\d.]+ s$")
 
 
@@ -78,17 +79,19 @@ class Operations:
         attempts = []
         parked_at = None
         for event in self.store.history(conn, row.id):
+            if event.event not in ("retry", REPLAYED, *_PARKED):
+                continue
+            entry = {"at": iso(event.at), "event": event.event, "error": event.detail, "target": target}
             retried = _RETRY_DETAIL.match(event.detail) if event.event == "retry" else None
             if retried:
-                attempts.append({"at": iso(event.at), "attempt": int(retried["attempt"]), "step": retried["step"],
-                                 "error": retried["error"], "target": target})
-            elif event.event in ("parked", "settle-parked", REPLAYED):
-                attempts.append({"at": iso(event.at), "event": event.event, "error": event.detail,
-                                 "target": target})
-                parked_at = event.at if event.event != REPLAYED else parked_at
+                entry |= {"attempt": int(retried["attempt"]), "step": retried["step"], "error": retried["error"]}
+            attempts.append(entry)
+            if event.event in _PARKED:
+                parked_at = event.at
         return {
             "hub_id": row.id, "message_id": row.message_id, "type": row.message_type, "partner": row.partner,
-            "direction": row.direction, "step": row.kind, "attempts": row.attempts, "error": row.last_error,
+            "direction": row.direction, "step": row.kind, "target": target, "attempts": row.attempts,
+            "error": row.last_error,
             "parked_at": iso(parked_at), "history": attempts,
         }
 

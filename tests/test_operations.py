@@ -73,6 +73,7 @@ def test_a_parked_delivery_is_listed_with_every_attempt_then_replayed_once_and_r
         == ("PendingPolicy", PENDING_ID, "platform", "out", "deliver", 3)
     assert item["error"].startswith("RETRIES_EXHAUSTED: 3 attempts failed; last: DELIVERY_FAILED")
     target = f"platform/out/PendingPolicy_{PENDING_ID}.json"
+    assert item["target"] == target
     attempts = [h for h in item["history"] if "attempt" in h]
     assert [(a["attempt"], a["target"]) for a in attempts] == [(1, target), (2, target)]
     assert all(a["error"].startswith("DELIVERY_FAILED") and a["at"] for a in attempts)
@@ -80,7 +81,8 @@ def test_a_parked_delivery_is_listed_with_every_attempt_then_replayed_once_and_r
     assert parked(operator, "--route", "PolicyIssued") == []
     assert [p["hub_id"] for p in parked(operator, "--partner", "platform")] == [item["hub_id"]]
     code, text = operator("parked")
-    assert code == 0 and "1 parked" in text and "attempt 2" in text and target in text
+    assert code == 0 and "1 parked" in text
+    assert f"attempts on {target}:" in text and "attempt 2: DELIVERY_FAILED" in text
 
     shown = hub.status_reader.message(item["hub_id"])
     assert shown is not None
@@ -120,6 +122,24 @@ def test_resend_refuses_what_was_not_delivered_and_unknown_ids(hub: Hub, exchang
     assert "is parked, not delivered yet: `replay` it instead" in operator.err
     assert operator("replay", "NO-SUCH-MESSAGE")[0] == 1
     assert "no message NO-SUCH-MESSAGE in the store" in operator.err
+
+
+def test_a_parked_settle_step_is_replayed_and_the_input_archived(hub: Hub, exchange: Exchange, operator: Any) -> None:
+    archive = exchange.folder("insurer", "archive")
+    archive.rmdir()
+    archive.write_text("not a folder")  # the input cannot be filed away: settling fails
+    exchange.drop_fixture(PENDING)
+    [item] = wait_for(lambda: parked(operator, "--partner", "insurer"), what="the settle step to be parked")
+    assert (item["type"], item["direction"], item["step"], item["attempts"]) == ("PendingPolicy", "in", "settle", 3)
+    assert item["history"][-1]["event"] == "settle-parked"
+    exchange.wait_files("platform", "out", 1, "PendingPolicy_*")  # the message itself went on
+
+    archive.unlink()
+    archive.mkdir()
+    code, text = operator("replay", item["hub_id"])
+    assert (code, text.strip()) == (0, f"{item['hub_id']}: replayed: parked settle runs now")
+    exchange.wait_files("insurer", "archive", 1)
+    assert not exchange.files("insurer", "intake") and parked(operator) == []
 
 
 @pytest.fixture
