@@ -97,13 +97,13 @@ class Exchange:
         found = [fmt.decode(p.read_bytes()) for p in self.files(partner, "out", "Receipt_*")]
         return [json.loads(r.model_dump_json(by_alias=True)) for r in sorted(found, key=lambda r: r.return_time)]
 
-    def receipt_for(self, partner: str, ref: str) -> dict[str, Any]:
+    def receipt_for(self, partner: str, ref: str, timeout: float = 10.0) -> dict[str, Any]:
         """The one receipt answering message id (or file name) `ref`, waiting for it to arrive."""
 
         def find() -> list[dict[str, Any]]:
             return [r for r in self.receipts(partner) if ref in (r.get("refMessageId"), r.get("refFileName"))]
 
-        found = wait_for(find, what=f"the receipt for {ref} in {partner}/out")
+        found = wait_for(find, timeout, what=f"the receipt for {ref} in {partner}/out")
         assert len(found) == 1, f"{len(found)} receipts answer {ref}"
         return found[0]
 

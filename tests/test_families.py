@@ -142,16 +142,16 @@ def test_a_claim_with_ten_4_mb_attachments_is_accepted_and_one_byte_more_is_refu
     for fixture in STORIES["claims"][:-2]:
         play(exchange, hub_config, fixture)
     exchange.drop("platform", "platform-claim-40mb.json", _claim_with_attachments([MAX_ATTACHMENT_BYTES] * 10))
-    accepted = exchange.receipt_for("platform", "platform-claim-40mb.json")
+    accepted = exchange.receipt_for("platform", "platform-claim-40mb.json", timeout=120)
     assert accepted["returnStatus"] == 120, accepted
-    forwarded = exchange.wait_files("insurer", "out", 1, "ClaimApplication_*.xml", timeout=60)[0]
+    forwarded = exchange.wait_files("insurer", "out", 1, "ClaimApplication_*.xml", timeout=120)[0]
     assert forwarded.stat().st_size > 40 * 1024 * 1024 * 4 // 3
 
     over = json.loads(_claim_with_attachments([MAX_ATTACHMENT_BYTES] * 10 + [1]))
     over["messageId"] = "BADBAD00-1C2D-4E8F-A6B1-999999999999"
     over["claimNo"] = "SP2026330100006"
     exchange.drop("platform", "platform-claim-40mb-and-1-byte.json", json.dumps(over).encode())
-    refused = exchange.receipt_for("platform", "platform-claim-40mb-and-1-byte.json")
+    refused = exchange.receipt_for("platform", "platform-claim-40mb-and-1-byte.json", timeout=120)
     assert refused["returnStatus"] == 100
     assert (refused["errors"][0]["code"], refused["errors"][0]["field"]) == ("FIELD_INVALID", "/attachments")
     assert "41943041 bytes" in refused["errors"][0]["message"] and "40 MB" in refused["errors"][0]["message"]
