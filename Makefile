@@ -22,8 +22,9 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check hub tests run_hub.py bench
 	$(VENV)/bin/mypy
 
+# Figures into BENCHMARKS.md; one module: make bench BENCH=bench_mapping
 bench: $(STAMP)
-	$(PY) -m bench
+	$(PY) -m bench $(BENCH)
 
 # Rewrite the hub's XSDs from the canonical models (a test fails while they differ).
 schemas: $(STAMP)
