@@ -168,3 +168,19 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     else:
         with fresh_postgres_database() as url:
             yield url
+
+
+@pytest.fixture
+def start_hub() -> Iterator[Callable[[HubConfig], Hub]]:
+    """Start hubs with configs a test builds itself; every one is stopped afterwards."""
+    started: list[Hub] = []
+
+    def start(config: HubConfig) -> Hub:
+        hub = Hub(config)
+        started.append(hub)
+        hub.start()
+        return hub
+
+    yield start
+    for hub in started:
+        hub.stop()

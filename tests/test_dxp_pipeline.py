@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
@@ -48,21 +48,6 @@ def enveloped_config(root: Path, extra: str = "") -> HubConfig:
     path = root / "hub.toml"
     path.write_text(DEFAULT_CONFIG.read_text(encoding="utf-8") + "\n" + extra, encoding="utf-8")
     return load_config(path, environ=enveloped_environ(root))
-
-
-@pytest.fixture
-def start_hub() -> Iterator[Callable[[HubConfig], Hub]]:
-    started: list[Hub] = []
-
-    def start(config: HubConfig) -> Hub:
-        hub = Hub(config)
-        started.append(hub)
-        hub.start()
-        return hub
-
-    yield start
-    for hub in started:
-        hub.stop()
 
 
 @pytest.fixture

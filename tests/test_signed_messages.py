@@ -45,21 +45,6 @@ def signing_config(root: Path, extra: str, **environ: str) -> tuple[HubConfig, P
     return load_config(path, environ=hub_environ(root, **environ)), path
 
 
-@pytest.fixture
-def start_hub() -> Iterator[Callable[[HubConfig], Hub]]:
-    started: list[Hub] = []
-
-    def start(config: HubConfig) -> Hub:
-        hub = Hub(config)
-        started.append(hub)
-        hub.start()
-        return hub
-
-    yield start
-    for hub in started:
-        hub.stop()
-
-
 def message_id(n: int) -> str:
     return f"6F1C2A4E-3B7D-4E21-9A55-{n:012X}"
 
