@@ -28,7 +28,7 @@ from lxml import etree
 
 from bench import Rates, Result, Unavailable, rates
 from hub.mappers import MessageFormat
-from hub.mappers.insurer_xml import InsurerXml, parse_xml
+from hub.mappers.hub_xml import HubXml, parse_xml
 from hub.mappers.platform_json import PlatformJson
 from hub.models import FAMILIES, CanonicalMessage
 from hub.schemas import HUB_SCHEMAS, SchemaRegistry
@@ -73,7 +73,7 @@ class Hub:
             if settings["format"] == "platform-json":
                 self.formats[partner] = PlatformJson()
             elif settings["format"] == "xml":
-                self.formats[partner] = InsurerXml(registry.get(settings["schema"]))
+                self.formats[partner] = HubXml(registry.get(settings["schema"]))
         self.routes = {(r["message"], r["from"]): r["to"] for r in config["routes"]}
 
     def case(self, path: Path) -> Case:
@@ -226,7 +226,7 @@ def stage_results(forward: Case, backward: Case) -> list[Result]:
     """Where the 5 KB claim's time goes, stage by stage, each timed alone (so they need not add up exactly).
     Built on the mappers' public pieces; a piece a later mapper no longer has is left out."""
     insurer = forward.target
-    assert isinstance(insurer, InsurerXml)
+    assert isinstance(insurer, HubXml)
     model = type(forward.message)
     data = json.loads(forward.raw)
     data.pop("messageType")
@@ -260,7 +260,7 @@ def stage_results(forward: Case, backward: Case) -> list[Result]:
     return out
 
 
-def xmlschema_result(insurer: InsurerXml, raw: bytes) -> Result:
+def xmlschema_result(insurer: HubXml, raw: bytes) -> Result:
     """Issue 3 §5 asks whether xmlschema's decoding would help mapping: its to_dict alone, for comparison."""
     import xmlschema
 

@@ -29,7 +29,7 @@ from hub.config import (
 )
 from hub.mappers import MessageFormat
 from hub.mappers.dxp import Dxp
-from hub.mappers.insurer_xml import InsurerXml
+from hub.mappers.hub_xml import HubXml
 from hub.mappers.platform_json import PlatformJson
 from hub.pipeline import Pipeline
 from hub.schemas import ALL_SCHEMAS, SchemaRegistry
@@ -56,7 +56,7 @@ def build_formats(config: HubConfig, registry: SchemaRegistry) -> dict[str, Mess
             formats[name] = PlatformJson()
         else:
             try:
-                formats[name] = InsurerXml(registry.get(partner.schema_ or ""))
+                formats[name] = HubXml(registry.get(partner.schema_ or ""))
             except KeyError as exc:
                 raise ConfigError(f"partners.{name}.schema: {exc.args[0]}") from None
     return formats

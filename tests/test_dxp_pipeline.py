@@ -19,7 +19,7 @@ from hub.app import Hub
 from hub.config import DEFAULT_CONFIG, ConfigError, HubConfig, load_config
 from hub.errors import FIELD_INVALID, HubError
 from hub.mappers.dxp import Dxp, DxpAnswer, Envelope, TransInfo
-from hub.mappers.insurer_xml import InsurerXml
+from hub.mappers.hub_xml import HubXml
 from hub.models import Receipt
 from hub.models.base import BEIJING
 from hub.schemas import ALL_SCHEMAS, CUS_1_0, ECI_1_0, SchemaRegistry
@@ -29,7 +29,7 @@ from tests.test_reference_schemas import REFERENCE_DXP_XSD
 
 REGISTRY = SchemaRegistry(ALL_SCHEMAS)
 DXP = Dxp(REGISTRY.get("dxp/1.0"))
-FORMATS = {"insurer": InsurerXml(REGISTRY.get("eci/1.0")), "customs": InsurerXml(REGISTRY.get("cus/1.0"))}
+FORMATS = {"insurer": HubXml(REGISTRY.get("eci/1.0")), "customs": HubXml(REGISTRY.get("cus/1.0"))}
 BUSINESS_XSD = {"insurer": ECI_1_0, "customs": CUS_1_0}
 HUB_ID, INSURER_ID, CUSTOMS_ID = "DXPHUB0000000001", "DXPINS0000000001", "DXPEDCCEB0000002"
 NODE_IDS = {"insurer": INSURER_ID, "customs": CUSTOMS_ID}

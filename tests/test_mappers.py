@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from lxml import etree
 
-from hub.mappers.insurer_xml import InsurerXml
+from hub.mappers.hub_xml import HubXml
 from hub.mappers.platform_json import PlatformJson, platform_json_schemas
 from hub.mappers.xsd import schema_text
 from hub.models import MESSAGE_TYPES, CanonicalMessage
@@ -22,11 +22,11 @@ from tests.conftest import FIXTURES, UNDERWRITING, needs
 from tests.strategies import ALL_MESSAGES, messages_of
 
 REGISTRY = SchemaRegistry(HUB_SCHEMAS)
-XML = InsurerXml(REGISTRY.get("eci/1.0"))
-XML_BY_SCHEMA = {source.name: InsurerXml(REGISTRY.get(f"{source.name}/{source.version}")) for source in HUB_SCHEMAS}
+XML = HubXml(REGISTRY.get("eci/1.0"))
+XML_BY_SCHEMA = {source.name: HubXml(REGISTRY.get(f"{source.name}/{source.version}")) for source in HUB_SCHEMAS}
 
 
-def xml_for(message: CanonicalMessage) -> InsurerXml:
+def xml_for(message: CanonicalMessage) -> HubXml:
     """The schema that carries the message (receipts are in every schema: take the insurer's)."""
     return XML_BY_SCHEMA.get(message.schema_name, XML)
 JSON = PlatformJson()

@@ -30,7 +30,7 @@ from hub.errors import (
     HubError,
 )
 from hub.mappers.fields import clip
-from hub.mappers.insurer_xml import parse_xml
+from hub.mappers.hub_xml import parse_xml
 from hub.models import ReturnStatus
 from hub.models.base import BEIJING
 from hub.schemas import CompiledSchema

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from pydantic import ValidationError
 from pydantic.alias_generators import to_camel
 
 from hub.errors import FIELD_INVALID, SCHEMA_VIOLATION, ErrorCode, FieldError, HubError
+from hub.identifiers import validate_message_id
 
 _UNPRINTABLE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
@@ -60,3 +62,13 @@ def clip(text: str, limit: int) -> str:
     """Free text for a bounded field: no control characters (XML forbids them), at most `limit` characters."""
     text = _UNPRINTABLE.sub("?", text)
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def readable_message_id(value: Any) -> str | None:
+    """The message id if it is a well-formed one, so a refusal can name the message it refuses."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return validate_message_id(value)
+    except ValueError:
+        return None

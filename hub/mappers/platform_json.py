@@ -9,8 +9,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from hub.errors import MALFORMED_JSON, MESSAGE_EMPTY, SCHEMA_VIOLATION, UNKNOWN_MESSAGE_TYPE, HubError
-from hub.identifiers import validate_message_id
-from hub.mappers.fields import hub_error_from_validation, json_pointer
+from hub.mappers.fields import hub_error_from_validation, json_pointer, readable_message_id
 from hub.models import MESSAGE_TYPES, CanonicalMessage
 
 
@@ -36,7 +35,7 @@ class PlatformJson:
             raise HubError(MALFORMED_JSON, f"{exc.msg} at line {exc.lineno} column {exc.colno}") from exc
         if not isinstance(data, dict):
             raise HubError(SCHEMA_VIOLATION, f"a message is a JSON object, not {type(data).__name__}", "/")
-        message_id = _readable_id(data.get("messageId"))
+        message_id = readable_message_id(data.get("messageId"))
         kind = data.pop("messageType", None)
         model = MESSAGE_TYPES.get(kind) if isinstance(kind, str) else None
         if model is None:
@@ -50,16 +49,6 @@ class PlatformJson:
             return model.model_validate(data)
         except ValidationError as exc:
             raise hub_error_from_validation(exc, json_pointer, message_id=message_id, message_type=kind) from exc
-
-
-def _readable_id(value: Any) -> str | None:
-    """The message id if it is a well-formed one, so a refusal can name the message it refuses."""
-    if not isinstance(value, str):
-        return None
-    try:
-        return validate_message_id(value)
-    except ValueError:
-        return None
 
 
 def platform_json_schemas() -> dict[str, dict[str, Any]]:

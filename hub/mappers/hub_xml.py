@@ -1,4 +1,4 @@
-"""The insurer's XML (our schema, DOMAIN.md "Our own schemas"): canonical ↔ ECInnnMessage.
+"""The hub's XML schemas (insurer eci/…, customs cus/…; DOMAIN.md "Our own schemas"): canonical ↔ PREFIXnnnMessage.
 
 Element names are the canonical field names, so one walker maps every message type: the Head and Sender
 blocks are the only parts with their own layout.
@@ -26,8 +26,7 @@ from hub.errors import (
     FieldError,
     HubError,
 )
-from hub.mappers.fields import hub_error_from_validation, partner_names
-from hub.mappers.platform_json import _readable_id
+from hub.mappers.fields import hub_error_from_validation, partner_names, readable_message_id
 from hub.models import MESSAGE_TYPES, CanonicalMessage, Receipt
 from hub.models.base import BEIJING
 from hub.schemas import CompiledSchema
@@ -54,7 +53,7 @@ def parse_xml(raw: bytes) -> etree._Element:
     return root
 
 
-class InsurerXml:
+class HubXml:
     """One of the hub's XML schemas (insurer or customs side): PREFIXnnnMessage, requests odd-numbered, the
     receipt answering nnn is nnn+1, and 900 answers what could not be read."""
 
@@ -132,7 +131,7 @@ class InsurerXml:
 
     def from_element(self, root: etree._Element) -> CanonicalMessage:
         qname = etree.QName(root)
-        message_id = _readable_id(root.get("guid"))
+        message_id = readable_message_id(root.get("guid"))
         if qname.namespace != self.namespace:
             raise HubError(
                 UNKNOWN_NAMESPACE,
