@@ -32,7 +32,7 @@ from hub.mappers.dxp import Dxp
 from hub.mappers.hub_xml import HubXml
 from hub.mappers.platform_json import PlatformJson
 from hub.pipeline import Pipeline
-from hub.schemas import ALL_SCHEMAS, SchemaRegistry
+from hub.schemas import ALL_SCHEMAS, HUB_SCHEMAS, SchemaRegistry
 from hub.signing import Signer, SigningError, SigningWorker, SoftwareKeySigner, load_certificate
 from hub.signing.card import CardSigner
 from hub.signing.eport_client import EPortClientSigner
@@ -49,16 +49,19 @@ RECOVER_EVERY_SECONDS = 10.0
 RECOVER_GRACE_SECONDS = 5.0
 
 
+MESSAGE_SCHEMAS = {f"{s.name}/{s.version}" for s in HUB_SCHEMAS}
+
+
 def build_formats(config: HubConfig, registry: SchemaRegistry) -> dict[str, MessageFormat]:
     formats: dict[str, MessageFormat] = {}
     for name, partner in config.partners.items():
         if partner.format == "platform-json":
             formats[name] = PlatformJson()
-        else:
-            try:
-                formats[name] = HubXml(registry.get(partner.schema_ or ""))
-            except KeyError as exc:
-                raise ConfigError(f"partners.{name}.schema: {exc.args[0]}") from None
+        elif partner.schema_ in MESSAGE_SCHEMAS:
+            formats[name] = HubXml(registry.get(partner.schema_))
+        else:  # the registry also holds envelope schemas (dxp/…): those carry no messages of their own
+            raise ConfigError(f"partners.{name}.schema: {partner.schema_!r} is not one of the hub's message "
+                              f"schemas ({', '.join(sorted(MESSAGE_SCHEMAS))})")
     return formats
 
 

@@ -88,3 +88,11 @@ def test_demo_plays_both_endings_and_exits_0() -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.count("✓") == 14  # 7 steps: the forwarded message and the receipt of each
     assert "demo passed" in done.stdout
+
+
+def test_an_envelope_schema_is_not_a_partners_message_schema() -> None:
+    from hub.app import Hub
+
+    config = load_config(DEFAULT_CONFIG, environ={"HUB_PARTNERS__CUSTOMS__SCHEMA": "dxp/1.0"})
+    with pytest.raises(ConfigError, match=r"partners\.customs\.schema: 'dxp/1\.0' is not one of the hub's message"):
+        Hub(config)

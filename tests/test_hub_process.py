@@ -168,5 +168,5 @@ def test_a_bad_config_stops_start_up_with_one_line_and_exit_code_2(tmp_path: Pat
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
-        "hub: partners.insurer.schema: no schema 'eci/9.9'; the hub has cus/1.0, dxp/1.0, eci/1.0"
+        "hub: partners.insurer.schema: 'eci/9.9' is not one of the hub's message schemas (cus/1.0, eci/1.0)"
     ]
