@@ -437,8 +437,10 @@ class Pipeline:
             raise refuse(UNKNOWN_REFERENCE,
                          f"{label} belongs to enterprise {conversation.enterprise}, not {enterprise.uscc}",
                          "enterprise", "uscc")
-        if isinstance(message, PolicyReceipt) and message.policy_no != self._issued_policy_no(conn, key):
-            raise refuse(UNKNOWN_REFERENCE, f"policy {message.policy_no} was not issued under {label}", "policyNo")
+        if isinstance(message, PolicyReceipt):
+            policy = self._issued_policy(conn, message.policy_no)
+            if policy is None or policy["proposalNo"] != key:
+                raise refuse(UNKNOWN_REFERENCE, f"policy {message.policy_no} was not issued under {label}", "policyNo")
         if isinstance(message, ClaimApplication):
             self._claim_preconditions(conn, message, refuse)
         return verdict
@@ -465,17 +467,6 @@ class Pipeline:
         the reference recorded when it was accepted)."""
         canonical = self.store.referenced(conn, "policy", policy_no)
         return json.loads(canonical) if canonical else None
-
-    def _issued_policy_no(self, conn: Connection, key: str) -> str | None:
-        canonical = conn.execute(
-            select(messages.c.canonical)
-            .where(messages.c.family == "underwriting", messages.c.business_key == key,
-                   messages.c.message_type == "PolicyIssued", messages.c.direction == "in",
-                   messages.c.state == "accepted")
-            .order_by(messages.c.created_at.desc())
-            .limit(1)
-        ).scalar()
-        return json.loads(canonical)["policyNo"] if canonical else None
 
     def _take_receipt(self, conn: Connection, row: Any, receipt: Receipt) -> None:
         """A partner's receipt for something the hub delivered: note it on that message; never answer it."""
