@@ -38,7 +38,7 @@ from hub.signing.card import CardSigner
 from hub.signing.eport_client import EPortClientSigner
 from hub.status import StatusReader, StatusServer
 from hub.store import Store
-from hub.workqueue import DbWorkQueue
+from hub.workqueue import DbWorkQueue, WorkQueue
 
 log = logging.getLogger("hub")
 
@@ -193,7 +193,13 @@ class Hub:
         # One connection for each worker, the intake thread and the status interface.
         self.store = Store(config.store.url, connections=config.queue.workers + 2)
         self.store.create_schema()
-        self.queue = DbWorkQueue(self.store, config.queue.lease_seconds)
+        self.queue: WorkQueue
+        if config.queue.kind == "rabbitmq":
+            from hub.rabbitqueue import RabbitWorkQueue  # kombu is only loaded where RabbitMQ is used
+
+            self.queue = RabbitWorkQueue(self.store, config)
+        else:
+            self.queue = DbWorkQueue(self.store, config.queue.lease_seconds, config.queue.poll_seconds)
         self.pipeline = Pipeline(config, self.store, self.queue, formats, self.channels, self.signers, trusted,
                                  envelopes)
         self.started_at = time.time()
@@ -211,6 +217,8 @@ class Hub:
         self._spawn("intake", self._intake_loop)
         for n in range(self.config.queue.workers):
             self._spawn(f"worker-{n + 1}", self._work_loop)
+        for name, loop in self.queue.loops():
+            self._spawn(name, lambda loop=loop: loop(self._stop))
         log.info("hub running: %d partners, %d routes, %d workers, %d signers, store %s", len(self.channels),
                  len(self.config.routes), self.config.queue.workers, len(self.signers), self.store.engine.url)
 
@@ -269,11 +277,16 @@ class Hub:
         while not self._stop.is_set():
             try:
                 item = self.queue.claim(owner)
-            except Exception:
-                log.exception("could not claim work; retrying")
+            except Exception as exc:  # store or broker away (a restart): the work waits in the store
+                log.warning("could not claim work: %s: %s; retrying", type(exc).__name__, exc)
                 self._stop.wait(1.0)
                 continue
             if item is None:
-                self._stop.wait(self.config.queue.poll_seconds)
-            else:
+                self._stop.wait(self.queue.idle_wait)
+                continue
+            try:
                 self.pipeline.handle(item)
+            except Exception:  # not even its failure could be recorded: its lease runs out and it runs again
+                log.exception("%s of %s could not be finished; it runs again when its lease expires",
+                              item.kind, item.message)
+            self.queue.done(item)

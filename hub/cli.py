@@ -24,7 +24,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", type=Path, help="config file (default: config/hub.toml)")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     commands = parser.add_subparsers(dest="command")
-    commands.add_parser("run", help="run the hub until stopped (the default)")
+    run = commands.add_parser("run", help="run the hub until stopped (the default)")
+    run.add_argument("--workers", type=_positive, metavar="N", help="worker threads (default: queue.workers)")
     commands.add_parser("demo", help="play the whole underwriting conversation through a hub in a temporary folder")
     schemas = commands.add_parser("schemas", help="write the platform JSON Schemas and the XML schemas to DIR")
     schemas.add_argument("dir", type=Path)
@@ -69,16 +70,25 @@ def main(argv: list[str] | None = None) -> int:
             return card_status(config)
         if args.command in ("parked", "replay", "resend"):
             return operate(load_config(args.config), args)
-        return run(args.config)
+        return run(args.config, getattr(args, "workers", None))
     except (ConfigError, SchemaLoadError) as exc:
         print(f"hub: {exc}", file=sys.stderr)
         return EXIT_BAD_CONFIG
 
 
-def run(config_path: Path | None) -> int:
+def _positive(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 64:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number from 1 to 64")
+    return int(text)
+
+
+def run(config_path: Path | None, workers: int | None = None) -> int:
     from hub.app import Hub
 
-    hub = Hub(load_config(config_path))
+    config = load_config(config_path)
+    if workers is not None:  # the queue's leases and row claims keep any number of workers apart
+        config = config.model_copy(update={"queue": config.queue.model_copy(update={"workers": workers})})
+    hub = Hub(config)
 
     def _stop(signum: int, _frame: FrameType | None) -> None:
         logging.getLogger("hub").info("signal %d: stopping", signum)

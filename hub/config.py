@@ -42,10 +42,19 @@ class StoreConfig(Section):
 
 
 class QueueConfig(Section):
-    kind: Literal["db"] = "db"
+    """"db": the store's work table is the queue. "rabbitmq": the table stays the record (outbox) and RabbitMQ
+    carries the work to the workers of every hub process (hub/rabbitqueue.py); it needs a PostgreSQL store."""
+
+    kind: Literal["db", "rabbitmq"] = "db"
     workers: Annotated[int, Field(ge=1, le=64)] = 2
     lease_seconds: Annotated[float, Field(gt=0)] = 30.0
     poll_seconds: Annotated[float, Field(gt=0, le=10)] = 0.05
+    url: Annotated[str, Field(pattern=r"^amqps?://")] = "amqp://guest:guest@127.0.0.1:5672//"
+    name_prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,100}$")] = "hub"
+    prefetch: Annotated[int, Field(ge=1, le=1000)] = 4  # deliveries each worker holds ahead
+    delivery_limit: Annotated[int, Field(ge=1)] = 10  # deliveries without an ack before RabbitMQ parks one
+    # A row queued this long ago and never claimed is published again (the broker lost its message).
+    requeue_after_seconds: Annotated[float, Field(gt=0)] = 300.0
 
 
 class RetryConfig(Section):
@@ -261,6 +270,13 @@ class HubConfig(Section):
             if isinstance(signer, DeviceSignerConfig) and signer.timeout_seconds >= self.queue.lease_seconds:
                 raise ValueError(f"signers.{name}.timeout_seconds must be under queue.lease_seconds "
                                  f"({self.queue.lease_seconds})")
+        return self
+
+    @model_validator(mode="after")
+    def _rabbitmq_needs_postgresql(self) -> HubConfig:
+        # Several hub processes share RabbitMQ; they need a store they can all write at once.
+        if self.queue.kind == "rabbitmq" and not self.store.url.startswith("postgresql"):
+            raise ValueError('queue.kind = "rabbitmq" needs a PostgreSQL store: store.url must be postgresql+psycopg://…')
         return self
 
     @model_validator(mode="after")

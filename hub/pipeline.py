@@ -73,7 +73,7 @@ from hub.signing import (
     verify_document,
 )
 from hub.store import Store, messages
-from hub.workqueue import DbWorkQueue, LeaseLost, WorkItem
+from hub.workqueue import LeaseLost, WorkItem, WorkQueue
 
 log = logging.getLogger("hub.pipeline")
 
@@ -133,7 +133,7 @@ class Pipeline:
         self,
         config: HubConfig,
         store: Store,
-        queue: DbWorkQueue,
+        queue: WorkQueue,
         formats: dict[str, MessageFormat],
         channels: dict[str, Channel],
         signers: Mapping[str, Signer],

@@ -1,4 +1,8 @@
-"""The DB work queue: the store's own table, so storing a message and scheduling its work commit together.
+"""The work queue: the store's own table, so storing a message and scheduling its work commit together.
+
+Every backend keeps the `work` table as the record of each step (the outbox); the WorkQueue protocol is what
+the pipeline and the worker loop see (dramatiq's broker protocol is the model). DbWorkQueue claims straight
+from the table; hub.rabbitqueue.RabbitWorkQueue has RabbitMQ carry the rows to the workers.
 
 Recipe measured on these machines (ENGINEERING.md): states ready/leased/parked, attempts, available_at,
 lease_until; a claim is one short transaction (BEGIN IMMEDIATE on SQLite, FOR UPDATE SKIP LOCKED on
@@ -9,7 +13,10 @@ holding a lease loses it when the lease runs out, and the item runs again: every
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from threading import Event
+from typing import Any, Protocol
 
 from sqlalchemy import Connection, and_, bindparam, delete, func, insert, select, update
 
@@ -27,6 +34,36 @@ class WorkItem:
     message: str
     attempts: int  # including this one
     owner: str
+    delivery: Any = field(default=None, compare=False)  # the broker's message that brought it, acked when done
+
+
+# A row waiting for a worker: "ready" in the table; "queued" once RabbitMQ carries it (hub.rabbitqueue).
+WAITING = ("ready", "queued")
+
+
+class WorkQueue(Protocol):
+    """What the pipeline and the worker loop need from a work queue, whichever carries the work."""
+
+    idle_wait: float  # how long a worker pauses after claim() found nothing
+
+    def enqueue(self, conn: Connection, kind: str, message: str, delay: float = 0.0) -> None:
+        """Schedule a step, in the caller's transaction."""
+
+    def claim(self, owner: str) -> WorkItem | None: ...
+
+    def complete(self, conn: Connection, item: WorkItem) -> None:
+        """Done, in the same transaction as the work's effects."""
+
+    def retry_later(self, item: WorkItem, delay: float, error: str) -> None: ...
+
+    def park(self, conn: Connection, item: WorkItem, error: str) -> None: ...
+
+    def done(self, item: WorkItem) -> None:
+        """The worker has finished with the item (its transaction committed, or it gave up): called after."""
+
+    def loops(self) -> list[tuple[str, Callable[[Event], None]]]:
+        """Background loops the hub runs in threads of their own until the event is set."""
+        ...
 
 
 _HELD = and_(work.c.id == bindparam("_id"), work.c.state == "leased", work.c.lease_owner == bindparam("_owner"))
@@ -44,14 +81,21 @@ _REAP = (
     .where(work.c.state == "leased", work.c.lease_until < bindparam("_now"))
     .values(state="ready", lease_owner=None, lease_until=None)
 )
+
 _COMPLETE = delete(work).where(_HELD)
 _RELEASE = update(work).where(_HELD)
 
 
+def reap(conn: Connection) -> int:
+    """Return expired leases to the queue (their workers died or stalled)."""
+    return conn.execute(_REAP, {"_now": time.time()}).rowcount
+
+
 class DbWorkQueue:
-    def __init__(self, store: Store, lease_seconds: float) -> None:
+    def __init__(self, store: Store, lease_seconds: float, poll_seconds: float = 0.05) -> None:
         self.store = store
         self.lease_seconds = lease_seconds
+        self.idle_wait = poll_seconds
         self._next_reap = 0.0
         # SQLite has no row locks (BEGIN IMMEDIATE serialises claims); PostgreSQL skips rows others hold.
         self._next_ready = _NEXT_READY if store.is_sqlite else _NEXT_READY.with_for_update(skip_locked=True)
@@ -76,9 +120,8 @@ class DbWorkQueue:
         return WorkItem(row.id, row.kind, row.message, row.attempts + 1, owner)
 
     def reap(self) -> int:
-        """Return expired leases to the queue (their workers died or stalled)."""
         with self.store.begin(serial=False) as conn:
-            return conn.execute(_REAP, {"_now": time.time()}).rowcount
+            return reap(conn)
 
     def complete(self, conn: Connection, item: WorkItem) -> None:
         """Done, in the same transaction as the work's effects; raises LeaseLost if the lease ran out."""
@@ -94,15 +137,21 @@ class DbWorkQueue:
         conn.execute(_RELEASE, {"_id": item.id, "_owner": item.owner, "state": "parked", "lease_owner": None,
                                 "lease_until": None, "last_error": error})
 
+    def done(self, item: WorkItem) -> None:
+        """Nothing to do: the table is the queue, and complete() has already taken the row."""
+
+    def loops(self) -> list[tuple[str, Callable[[Event], None]]]:
+        return []  # claims reap expired leases themselves
+
     @staticmethod
     def depth(conn: Connection) -> dict[str, object]:
         by_state = conn.execute(select(work.c.state, func.count()).group_by(work.c.state))
         counts: dict[str, int] = {state: n for state, n in by_state}
         oldest = conn.execute(
-            select(func.min(work.c.created_at)).where(work.c.state.in_(("ready", "leased")))
+            select(func.min(work.c.created_at)).where(work.c.state.in_((*WAITING, "leased")))
         ).scalar()
         return {
-            "ready": counts.get("ready", 0),
+            "ready": counts.get("ready", 0) + counts.get("queued", 0),
             "leased": counts.get("leased", 0),
             "parked": counts.get("parked", 0),
             "oldest_waiting_age_seconds": round(time.time() - oldest, 3) if oldest else None,
@@ -111,15 +160,16 @@ class DbWorkQueue:
     @staticmethod
     def run_now(conn: Connection, message: str) -> list[tuple[str, str]]:
         """An operator's replay: the message's waiting or parked work runs now with a fresh attempt count.
-        Leased work is left to its worker (taking it back would let two workers run it). Returns each item's
-        (kind, state before)."""
+        Leased work is left to its worker (taking it back would let two workers run it). Work RabbitMQ holds in
+        a retry queue is made ready: the relay publishes it again, and whichever copy comes first runs it.
+        Returns each item's (kind, state before)."""
         found = conn.execute(
             select(work.c.id, work.c.kind, work.c.state).where(work.c.message == message).with_for_update()
         ).all()
-        waiting = [row.id for row in found if row.state in ("ready", "parked")]
+        waiting = [row.id for row in found if row.state in (*WAITING, "parked")]
         if waiting:
             conn.execute(
-                update(work).where(work.c.id.in_(waiting), work.c.state.in_(("ready", "parked")))
+                update(work).where(work.c.id.in_(waiting), work.c.state.in_((*WAITING, "parked")))
                 .values(state="ready", attempts=0, available_at=time.time(), lease_owner=None, lease_until=None)
             )
         return [(row.kind, row.state) for row in found]

@@ -18,7 +18,7 @@ import pytest
 from hub.app import Hub
 from hub.cli import main
 from hub.config import DEFAULT_CONFIG, HubConfig, load_config
-from tests.conftest import REPO, UNDERWRITING, Exchange, hub_environ, wait_for
+from tests.conftest import REPO, UNDERWRITING, Exchange, wait_for
 from tests.test_hub_process import HubProcess, _pending_policy
 
 PENDING = UNDERWRITING / "valid" / "insurer-pending-policy-new.xml"
@@ -39,10 +39,10 @@ def bring_back(exchange: Exchange, partner: str) -> None:
 
 
 @pytest.fixture
-def operator(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Any:
+def operator(hub_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Any:
     """`python run_hub.py ARGS` in this process, on the test hub's store and folders: (exit code, stdout);
     stderr is kept in run.err."""
-    for key, value in hub_environ(tmp_path).items():
+    for key, value in hub_env.items():
         monkeypatch.setenv(key, value)
 
     def run(*args: str) -> tuple[int, str]:
@@ -143,7 +143,7 @@ def test_a_parked_settle_step_is_replayed_and_the_input_archived(hub: Hub, excha
 
 
 @pytest.fixture
-def slow_route_hub(tmp_path: Path) -> Iterator[Hub]:
+def slow_route_hub(tmp_path: Path, hub_env: dict[str, str]) -> Iterator[Hub]:
     """PendingPolicy's route retries once after 0.1 s; [retry] (0.2 s, 0.5 s) for everything else."""
     text = DEFAULT_CONFIG.read_text().replace(
         'message = "PendingPolicy"\nfrom = "insurer"\nto = "platform"\n',
@@ -151,7 +151,7 @@ def slow_route_hub(tmp_path: Path) -> Iterator[Hub]:
     )
     path = tmp_path / "hub.toml"
     path.write_text(text)
-    config = load_config(path, environ=hub_environ(tmp_path))
+    config = load_config(path, environ=hub_env)
     running = Hub(config)
     running.start()
     yield running

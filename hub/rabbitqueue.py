@@ -1,0 +1,329 @@
+"""The work queue on RabbitMQ (kombu), with the store still the truth.
+
+The `work` table stays the record of every step (the outbox): enqueue inserts a row in the caller's
+transaction, exactly as on the DB queue. A relay publishes ready rows to RabbitMQ with publisher confirms, on
+a connection of its own, and only then marks them "queued"; a crash in between publishes a row twice, never
+zero times. A worker turns a delivery into a claim only if its row is still waiting and due (one atomic
+UPDATE): a stale or duplicate delivery is acked and dropped. The worker acks after the pipeline's transaction has
+committed. The broker carries wake-ups; what is owed lives in the table, so nothing RabbitMQ forgets is lost:
+expired leases (dead workers) are reaped and published again, as are rows queued long ago and never claimed.
+
+Topology, all quorum queues on the default exchange, names under queue.name_prefix:
+- PREFIX.work: what workers consume (prefetch bounded); x-delivery-limit dead-letters a message the broker
+  handed out that many times without an ack to PREFIX.parked.
+- PREFIX.retry.<ms>ms: one per retry tier, with a per-queue x-message-ttl and dead-lettering back to work.
+  Per-message TTLs would block the queue's head (a 1 s message waited behind a 5 s one: ENGINEERING.md).
+- PREFIX.parked: what the broker gave up on; its consumer parks the row in the store, where `parked` and
+  `replay` see it. Work the pipeline parks is parked in the store directly (park() is the DB queue's).
+
+Jitter cannot be per message with per-queue TTLs, so a retry's delay is kept exact in the row (available_at)
+and the relay sends it through the longest tier not longer than what remains; a row that comes back before its
+time (the jittered remainder, under the shortest tier) is put back "ready" and the relay publishes it when due.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from threading import Event
+from typing import Any
+
+from kombu import Connection, Consumer, Producer, Queue
+from sqlalchemy import bindparam, select, update
+
+from hub.config import HubConfig
+from hub.errors import RETRIES_EXHAUSTED, HubError
+from hub.store import Store, work
+from hub.workqueue import WAITING, DbWorkQueue, WorkItem, reap
+
+log = logging.getLogger("hub.rabbitqueue")
+
+RELAY_BATCH = 200
+REAP_EVERY_SECONDS = 1.0
+MAX_BACKOFF_SECONDS = 5.0
+
+# Ready as well as queued: a delivery can come before the relay's transaction commits; the UPDATE then waits
+# for the relay's row lock and claims the row once it is queued (a WHERE on "queued" alone would read the old
+# "ready" and pass the row by).
+_CLAIM = (
+    update(work)
+    .where(work.c.id == bindparam("_id"), work.c.state.in_(WAITING), work.c.available_at <= bindparam("_now"))
+    .values(state="leased", lease_owner=bindparam("owner"), lease_until=bindparam("lease_until"),
+            attempts=work.c.attempts + 1)
+    .returning(work.c.kind, work.c.message, work.c.attempts)
+)
+# A delivery that came back from a retry tier before its row's time: the relay publishes it again when due.
+_EARLY = (
+    update(work)
+    .where(work.c.id == bindparam("_id"), work.c.state == "queued", work.c.available_at > bindparam("_now"))
+    .values(state="ready")
+)
+_DUE = (
+    select(work.c.id).where(work.c.state == "ready", work.c.available_at <= bindparam("_now"))
+    .order_by(work.c.available_at, work.c.id).limit(RELAY_BATCH).with_for_update(skip_locked=True)
+)
+_LATER = (
+    select(work.c.id, work.c.available_at).where(work.c.state == "ready", work.c.available_at >= bindparam("_from"))
+    .order_by(work.c.available_at, work.c.id).limit(RELAY_BATCH).with_for_update(skip_locked=True)
+)
+_QUEUED = (
+    update(work).where(work.c.id.in_(bindparam("_ids", expanding=True)), work.c.state == "ready")
+    .values(state="queued")
+)
+# Rows queued long ago and never claimed: their message is gone (a broker that lost it): publish them again.
+_REQUEUE = (
+    update(work).where(work.c.state == "queued", work.c.available_at < bindparam("_before")).values(state="ready")
+)
+_PARK = (
+    update(work).where(work.c.id == bindparam("_id"), work.c.state.in_(WAITING))
+    .values(state="parked", last_error=bindparam("last_error"))
+    .returning(work.c.kind, work.c.message)
+)
+
+
+def retry_tiers(config: HubConfig) -> list[float]:
+    """Every delay the hub may ask for: the retry policy's, each route's and the signer wait."""
+    delays = {*config.retry.delays_seconds, config.retry.wait_seconds}
+    for route in config.routes:
+        delays.update(config.route_retry(route).delays_seconds)
+    return sorted(d for d in delays if d > 0)
+
+
+class Topology:
+    def __init__(self, prefix: str, tiers: list[float], delivery_limit: int) -> None:
+        self.work = f"{prefix}.work"
+        self.parked = f"{prefix}.parked"
+        self.tiers = sorted({round(t * 1000) for t in tiers})  # TTLs in ms, shortest first
+        back_to_work = {"x-dead-letter-exchange": "", "x-dead-letter-routing-key": self.work}
+        self.queues = [
+            _quorum(self.work, **{"x-delivery-limit": delivery_limit, "x-dead-letter-exchange": "",
+                                  "x-dead-letter-routing-key": self.parked}),
+            _quorum(self.parked),
+            *(_quorum(self.tier(ms), **{"x-message-ttl": ms, **back_to_work}) for ms in self.tiers),
+        ]
+
+    def tier(self, ms: int) -> str:
+        return f"{self.work.rsplit('.', 1)[0]}.retry.{ms}ms"
+
+    def route(self, remaining: float) -> str | None:
+        """The queue for a row due in `remaining` seconds: work when due, else the longest tier that does not
+        overshoot; None while less than the shortest tier remains (the relay publishes it when due)."""
+        if remaining <= 0:
+            return self.work
+        fitting = [ms for ms in self.tiers if ms <= remaining * 1000]
+        return self.tier(fitting[-1]) if fitting else None
+
+    def connect(self, url: str, **options: Any) -> Connection:
+        """A connection with every queue declared (idempotent: after a broker restart, they are there)."""
+        conn = Connection(url, connect_timeout=5, **options)
+        conn.ensure_connection(max_retries=1)
+        channel = conn.default_channel
+        for queue in self.queues:
+            queue.bind(channel).declare()
+        return conn
+
+
+def _quorum(name: str, **arguments: Any) -> Queue:
+    return Queue(name, routing_key=name, durable=True, queue_arguments={"x-queue-type": "quorum", **arguments})
+
+
+class QueueConsumer:
+    """One thread's consumer on its own connection: kombu connections are not shared between threads."""
+
+    def __init__(self, topology: Topology, url: str, queue: str, prefetch: int) -> None:
+        self.conn = topology.connect(url)
+        self.channel = self.conn.channel()
+        self.channel.basic_qos(0, prefetch, False)
+        self.pending: deque[Any] = deque()
+        Consumer(self.channel, queues=[Queue(queue, no_declare=True)], on_message=self.pending.append,
+                 auto_declare=False).consume()
+
+    def next(self, timeout: float) -> Any | None:
+        if not self.pending:
+            with contextlib.suppress(TimeoutError):  # socket.timeout: nothing came
+                self.conn.drain_events(timeout=timeout)
+        return self.pending.popleft() if self.pending else None
+
+    def close(self) -> None:
+        _close(self.conn)  # the broker returns our unacked messages
+
+
+class RabbitWorkQueue(DbWorkQueue):
+    """Enqueue, complete, retry_later, park, depth and run_now are the DB queue's: they change only rows, and
+    the relay carries ready rows to the broker. Claims come from RabbitMQ deliveries instead of table scans."""
+
+    def __init__(self, store: Store, config: HubConfig) -> None:
+        queue = config.queue
+        super().__init__(store, queue.lease_seconds, queue.poll_seconds)
+        self.idle_wait = 0.0  # claim() itself waits up to poll_seconds for a delivery
+        self.url = queue.url
+        self.poll_seconds = queue.poll_seconds
+        self.prefetch = queue.prefetch
+        self.requeue_after = queue.requeue_after_seconds
+        self.delivery_limit = queue.delivery_limit
+        self.topology = Topology(queue.name_prefix, retry_tiers(config), queue.delivery_limit)
+        self._local = threading.local()
+
+    # -- workers --------------------------------------------------------------------------------------
+
+    def claim(self, owner: str) -> WorkItem | None:
+        """The next delivery whose row is still queued, claimed; None after poll_seconds without one, or when
+        the delivery was stale (acked and dropped). A store error leaves the delivery for the next call."""
+        consumer = self._consumer()
+        try:
+            delivery = consumer.next(self.poll_seconds)
+        except (OSError, *consumer.conn.connection_errors, *consumer.conn.channel_errors):
+            self._drop_consumer()
+            raise
+        if delivery is None:
+            return None
+        item_id = int(delivery.body)
+        now = time.time()
+        try:
+            with self.store.begin(serial=False) as conn:
+                row = conn.execute(_CLAIM, {"_id": item_id, "_now": now, "owner": owner,
+                                            "lease_until": now + self.lease_seconds}).first()
+                if row is None:
+                    conn.execute(_EARLY, {"_id": item_id, "_now": now})
+        except Exception:
+            consumer.pending.appendleft(delivery)
+            raise
+        if row is None:
+            self._ack(delivery)
+            return None
+        return WorkItem(item_id, row.kind, row.message, row.attempts, owner, delivery)
+
+    def done(self, item: WorkItem) -> None:
+        self._ack(item.delivery)
+
+    def _ack(self, delivery: Any) -> None:
+        consumer = getattr(self._local, "consumer", None)
+        if consumer is None or delivery.channel is not consumer.channel:
+            return  # its connection broke since: the broker has put it back, and its row says what is left
+        try:
+            delivery.ack()
+        except (OSError, *consumer.conn.connection_errors, *consumer.conn.channel_errors):
+            log.warning("could not ack work item %s: the broker will deliver it again (and it will be dropped)",
+                        delivery.body)
+            self._drop_consumer()
+
+    def _consumer(self) -> QueueConsumer:
+        consumer: QueueConsumer | None = getattr(self._local, "consumer", None)
+        if consumer is None:
+            consumer = self._local.consumer = QueueConsumer(self.topology, self.url, self.topology.work, self.prefetch)
+        return consumer
+
+    def _drop_consumer(self) -> None:
+        consumer = getattr(self._local, "consumer", None)
+        if consumer is not None:
+            consumer.close()
+            self._local.consumer = None
+
+    # -- relay: the outbox's rows to the broker ------------------------------------------------------
+
+    def loops(self) -> list[tuple[str, Callable[[Event], None]]]:
+        return [("relay", self._relay_loop), ("parking", self._parking_loop)]
+
+    def relay(self, producer: Producer) -> int:
+        """Publish ready rows (due ones to work, later ones to their retry tier), then mark them queued, in one
+        transaction holding their row locks (several hubs' relays skip each other's rows). Returns how many."""
+        now = time.time()
+        with self.store.begin(serial=False) as conn:
+            due = conn.execute(_DUE, {"_now": now}).scalars().all()
+            later = conn.execute(_LATER, {"_from": now + self.topology.tiers[0] / 1000}).all() \
+                if self.topology.tiers else []
+            published = list(due)
+            for item_id in due:
+                self._publish(producer, item_id, self.topology.work)
+            for row in later:
+                queue = self.topology.route(row.available_at - time.time())
+                if queue is not None:  # else it came under the shortest tier meanwhile: published when due
+                    self._publish(producer, row.id, queue)
+                    published.append(row.id)
+            if published:
+                conn.execute(_QUEUED, {"_ids": published})
+        return len(published)
+
+    @staticmethod
+    def _publish(producer: Producer, item_id: int, queue: str) -> None:
+        producer.publish(str(item_id), exchange="", routing_key=queue, delivery_mode=2, retry=False,
+                         content_type="text/plain", content_encoding="utf-8")
+
+    def reap(self) -> int:
+        """Expired leases back to ready, and queued rows nobody claimed for requeue_after_seconds: the relay
+        publishes both again."""
+        with self.store.begin(serial=False) as conn:
+            return reap(conn) + conn.execute(_REQUEUE, {"_before": time.time() - self.requeue_after}).rowcount
+
+    def _relay_loop(self, stop: Event) -> None:
+        conn: Connection | None = None
+        backoff = self.poll_seconds
+        next_reap = 0.0
+        while not stop.is_set():
+            try:
+                if conn is None:
+                    conn = self.topology.connect(self.url, transport_options={"confirm_publish": True})
+                    producer = Producer(conn.default_channel)
+                if time.monotonic() >= next_reap:
+                    self.reap()
+                    next_reap = time.monotonic() + REAP_EVERY_SECONDS
+                sent = self.relay(producer)
+                backoff = self.poll_seconds
+            except Exception as exc:  # broker or store away: nothing is marked queued that was not confirmed
+                log.warning("relay: %s: %s; trying again in %.1f s", type(exc).__name__, exc, backoff)
+                _close(conn)
+                conn = None
+                stop.wait(backoff)
+                backoff = min(backoff * 2 + 0.1, MAX_BACKOFF_SECONDS)
+                continue
+            if sent < RELAY_BATCH:
+                stop.wait(self.poll_seconds)
+        _close(conn)
+
+    # -- parking: what the broker gave up on ---------------------------------------------------------
+
+    def _parking_loop(self, stop: Event) -> None:
+        backoff = self.poll_seconds
+        while not stop.is_set():
+            try:
+                consumer = QueueConsumer(self.topology, self.url, self.topology.parked, 1)
+                try:
+                    while not stop.is_set():
+                        delivery = consumer.next(0.5)
+                        if delivery is not None:
+                            self.park_given_up(int(delivery.body), delivery.headers or {})
+                            delivery.ack()
+                        backoff = self.poll_seconds
+                finally:
+                    consumer.close()
+            except Exception as exc:
+                log.warning("parking consumer: %s: %s; trying again in %.1f s", type(exc).__name__, exc, backoff)
+                stop.wait(backoff)
+                backoff = min(backoff * 2 + 0.1, MAX_BACKOFF_SECONDS)
+
+    def park_given_up(self, item_id: int, headers: dict[str, Any]) -> None:
+        """Park a row the broker dead-lettered, if it is still waiting (a leased or finished one has moved on)."""
+        reason = next((d.get("reason") for d in headers.get("x-death", ()) if d.get("queue") == self.topology.work),
+                      "dead-lettered")
+        err = HubError(RETRIES_EXHAUSTED, f"RabbitMQ gave up on work item {item_id} ({reason}): delivered "
+                       f"{self.delivery_limit} times to workers that never acknowledged it")
+        with self.store.begin() as conn:
+            row = conn.execute(_PARK, {"_id": item_id, "last_error": str(err)}).first()
+            if row is None:
+                return
+            if row.kind == "settle":  # recorded as the pipeline records what it parks
+                self.store.add_event(conn, row.message, "settle-parked", str(err))
+            else:
+                self.store.set_state(conn, row.message, "parked", str(err), error_code=err.code,
+                                     error_field=err.field, error_message=err.message)
+        log.error("parked %s of %s: %s", row.kind, row.message, err)
+
+
+def _close(conn: Connection | None) -> None:
+    if conn is not None:
+        with contextlib.suppress(Exception):  # a broken connection may fail to close: it is gone either way
+            conn.release()

@@ -1,0 +1,203 @@
+"""Three backends, one behaviour: the embedded default (SQLite and its work table), PostgreSQL and its work table
+(FOR UPDATE SKIP LOCKED), and RabbitMQ + PostgreSQL (the table as outbox, quorum queues, TTL retry tiers). The
+same stories run on each: retry timing, parking, replay and resend, duplicates, a worker killed -9 mid-batch."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from pathlib import Path
+from threading import Event, Thread
+
+import pytest
+from sqlalchemy import select
+
+from hub.app import Hub
+from hub.config import DEFAULT_CONFIG, HubConfig, load_config
+from hub.operations import Operations
+from hub.rabbitqueue import QueueConsumer, RabbitWorkQueue
+from hub.store import Store, work
+from tests import test_bad_input, test_operations, test_underwriting_flow
+from tests.conftest import BACKENDS, Exchange, backend_environ, hub_environ, wait_for
+from tests.test_hub_process import HubProcess, _pending_policy
+from tests.test_operations import bring_back, parked, take_down
+
+
+@pytest.fixture(params=BACKENDS)
+def backend_env(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
+    with backend_environ(request.param) as env:
+        yield env
+
+
+@pytest.fixture
+def hub_env(tmp_path: Path, backend_env: dict[str, str]) -> dict[str, str]:
+    """Every story below that uses the conftest's hub (and the operator's CLI) runs on each backend."""
+    return hub_environ(tmp_path, **backend_env)
+
+
+# Parking with every attempt's history, replay (idempotent, from any state), resend, a route's own tiers.
+test_a_parked_delivery_is_listed_with_every_attempt_then_replayed_once_and_resent = (
+    test_operations.test_a_parked_delivery_is_listed_with_every_attempt_then_replayed_once_and_resent
+)
+test_resend_refuses_what_was_not_delivered_and_unknown_ids = (
+    test_operations.test_resend_refuses_what_was_not_delivered_and_unknown_ids
+)
+test_a_parked_settle_step_is_replayed_and_the_input_archived = (
+    test_operations.test_a_parked_settle_step_is_replayed_and_the_input_archived
+)
+slow_route_hub = test_operations.slow_route_hub
+operator = test_operations.operator
+test_a_route_retry_policy_overrides_the_default = test_operations.test_a_route_retry_policy_overrides_the_default
+# Duplicates: by message id, and by business key and version.
+test_the_same_file_twice_is_refused_the_second_time = test_bad_input.test_the_same_file_twice_is_refused_the_second_time
+test_a_repeated_policy_receipt_is_acknowledged_not_forwarded_twice = (
+    test_underwriting_flow.test_a_repeated_policy_receipt_is_acknowledged_not_forwarded_twice
+)
+
+
+def test_retries_wait_their_delay_and_a_partner_back_in_time_gets_everything_unparked(
+    hub_env: dict[str, str], exchange: Exchange, start_hub: Callable[[HubConfig], Hub], operator: object
+) -> None:
+    """Five deliveries fail while the platform is down; each next attempt comes no sooner than the delay its
+    retry announced, and not much later; the platform returns before the last tier and gets all five, once."""
+    config = load_config(DEFAULT_CONFIG, environ={**hub_env, "HUB_RETRY__DELAYS_SECONDS": "[0.3, 0.6, 1.5, 5]"})
+    hub = start_hub(config)
+    take_down(exchange, "platform")
+    sent = []
+    for n in range(5):
+        message_id, payload = _pending_policy(n)
+        sent.append(message_id)
+        exchange.drop("insurer", f"insurer-pending-policy-{n}.xml", payload)
+    down_since = time.monotonic()
+
+    def retries(message_id: str) -> list[tuple[float, float]]:
+        """(when, announced delay) of each failed delivery of the message forwarded as `message_id`."""
+        shown = hub.status_reader.message(message_id) or {"messages": []}
+        return [(datetime.fromisoformat(e["at"]).timestamp(), float(e["detail"].rsplit("next in ", 1)[1].split()[0]))
+                for m in shown["messages"] if m["direction"] == "out" for e in m["history"] if e["event"] == "retry"]
+
+    wait_for(lambda: all(len(retries(m)) >= 2 for m in sent), 20, "two failed attempts of each delivery")
+    time.sleep(max(0.0, 2.2 - (time.monotonic() - down_since)))
+    bring_back(exchange, "platform")
+    delivered = exchange.wait_files("platform", "out", 5, "PendingPolicy_*", timeout=30)
+    assert sorted(json.loads(p.read_bytes())["messageId"] for p in delivered) == sorted(sent)
+    assert parked(operator) == []
+    for message_id in sent:
+        failed = retries(message_id)
+        for (at, delay), (next_at, _) in itertools.pairwise(failed):
+            waited = next_at - at
+            assert delay - 0.05 <= waited <= delay + 1.5, f"{message_id}: waited {waited:.2f} s, announced {delay}"
+        assert len(exchange.files("platform", "out", f"PendingPolicy_{message_id}*")) == 1
+
+
+def test_copies_of_one_message_taken_at_once_are_accepted_once(hub_config: HubConfig, exchange: Exchange) -> None:
+    """Four workers decide on twelve copies of one pending policy at the same moment: one is accepted and
+    forwarded, every other copy is refused as a duplicate (none parked)."""
+    copies = 12
+    config = hub_config.model_copy(update={"queue": hub_config.queue.model_copy(update={"workers": 4})})
+    message_id, payload = _pending_policy(1)
+    for n in range(copies):
+        exchange.drop("insurer", f"insurer-pending-policy-copy-{n:02d}.xml", payload)
+    hub = Hub(config)
+    hub.start()
+    try:
+        exchange.wait_files("insurer", "out", copies, "Receipt_*", timeout=30)
+        codes = sorted(r["errors"][0]["code"] if r["errors"] else "accepted" for r in exchange.receipts("insurer"))
+        assert codes == ["DUPLICATE_MESSAGE"] * (copies - 1) + ["accepted"]
+        assert {r["refMessageId"] for r in exchange.receipts("insurer")} == {message_id}
+        assert len(exchange.files("platform", "out", "PendingPolicy_*")) == 1
+        assert hub.status_reader.status()["queue"]["parked"] == 0
+    finally:
+        hub.stop()
+
+
+@pytest.mark.slow
+def test_kill_9_mid_batch_delivers_every_pending_policy_exactly_once(
+    backend_env: dict[str, str], tmp_path: Path
+) -> None:
+    """Three hub processes share the store and the drop folders (inputs claimed by rename, work by lease or by
+    delivery); one is killed -9 mid-batch and restarted. Counted at the receiving folders: each policy forwarded
+    once, answered once."""
+    count = 300
+    exchange = Exchange(tmp_path / "exchange")
+    hubs = [HubProcess(tmp_path, **backend_env) for _ in range(3)]
+    try:
+        for hub in hubs:
+            hub.start()
+        for n in range(count):
+            exchange.drop("insurer", f"insurer-pending-policy-{n:04d}.xml", _pending_policy(n)[1])
+        exchange.wait_files("platform", "out", 30, "PendingPolicy_*", timeout=60)
+        hubs[0].kill9()
+        assert len(exchange.files("platform", "out", "PendingPolicy_*")) < count, "the kill must land mid-way"
+        hubs[0].start()
+        exchange.wait_files("platform", "out", count, "PendingPolicy_*", timeout=120)
+        exchange.wait_files("insurer", "out", count, "Receipt_*", timeout=60)
+        wait_for(lambda: len(exchange.files("insurer", "archive")) == count, 60, "every input archived")
+        wait_for(lambda: _queue_empty(hubs[0]), 30, "an empty work queue (no delivery left to repeat)")
+    finally:
+        for hub in hubs:
+            hub.stop()
+
+    sent = sorted(_pending_policy(n)[0] for n in range(count))
+    forwarded = [json.loads(p.read_bytes())["messageId"] for p in exchange.files("platform", "out", "PendingPolicy_*")]
+    assert sorted(forwarded) == sent, "each pending policy forwarded exactly once"
+    receipts = exchange.receipts("insurer")
+    assert sorted(r["refMessageId"] for r in receipts) == sent, "exactly one receipt per pending policy"
+    assert all(r["returnStatus"] == 120 for r in receipts)
+    assert not exchange.files("insurer", "rejected") and not exchange.files("insurer", "intake")
+    assert not exchange.files("insurer", "in")
+
+
+def _queue_empty(hub: HubProcess) -> bool:
+    queue = hub.get("/status")[1]["queue"]
+    return bool(queue["ready"] == 0 and queue["leased"] == 0)
+
+
+def test_rabbitmq_parks_work_its_workers_never_acknowledge_and_replay_brings_it_back(tmp_path: Path) -> None:
+    """A delivery that workers take and die on before acknowledging (three times; delivery_limit = 2) is dead-
+    lettered by RabbitMQ to the parking queue, and parked in the store with the reason; replay queues it again."""
+    with backend_environ("rabbitmq") as env:
+        config = load_config(DEFAULT_CONFIG, environ=hub_environ(tmp_path, **env, HUB_QUEUE__DELIVERY_LIMIT="2"))
+        store = Store(config.store.url)
+        store.create_schema()
+        queue = RabbitWorkQueue(store, config)
+        with store.begin() as conn:
+            hub_id = store.add_message(conn, direction="in", partner="insurer", state="received", size=1, raw=b"x")
+            queue.enqueue(conn, "process", hub_id)
+        stop = Event()
+        loops = [Thread(target=loop, args=(stop,), daemon=True) for _name, loop in queue.loops()]
+        for thread in loops:
+            thread.start()
+        operations = Operations(config, store)
+        try:
+            taken = 0
+            while not operations.parked():
+                consumer = QueueConsumer(queue.topology, config.queue.url, queue.topology.work, 1)
+                if consumer.next(1.0) is not None:
+                    taken += 1
+                consumer.close()  # the worker dies: no ack
+                assert taken <= 3, "RabbitMQ should have given up after the delivery limit"
+            [item] = wait_for(operations.parked, what="the work parked in the store")
+            assert taken == 3
+            assert item["hub_id"] == hub_id and item["step"] == "process"
+            assert "RabbitMQ gave up on work item" in item["error"] and "delivery_limit" in item["error"]
+            assert item["error"].startswith("RETRIES_EXHAUSTED")
+            with store.read() as conn:
+                assert store.get_message(conn, hub_id).state == "parked"
+
+            assert [o.said for o in operations.replay(hub_id)] == ["replayed: parked process runs now"]
+            assert operations.parked() == []
+            wait_for(lambda: _work_states(store) == ["queued"], what="the replayed work published again")
+        finally:
+            stop.set()
+            for thread in loops:
+                thread.join(timeout=10)
+            store.close()
+
+
+def _work_states(store: Store) -> list[str]:
+    with store.read() as conn:
+        return list(conn.execute(select(work.c.state)).scalars())
