@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -21,7 +24,7 @@ from hub.operations import Operations
 from hub.rabbitqueue import QueueConsumer, RabbitWorkQueue
 from hub.store import Store, work
 from tests import test_bad_input, test_operations, test_underwriting_flow
-from tests.conftest import BACKENDS, Exchange, backend_environ, hub_environ, wait_for
+from tests.conftest import BACKENDS, REPO, Exchange, backend_environ, hub_environ, wait_for
 from tests.test_hub_process import HubProcess, _pending_policy
 from tests.test_operations import bring_back, parked, take_down
 
@@ -201,3 +204,37 @@ def test_rabbitmq_parks_work_its_workers_never_acknowledge_and_replay_brings_it_
 def _work_states(store: Store) -> list[str]:
     with store.read() as conn:
         return list(conn.execute(select(work.c.state)).scalars())
+
+
+def test_rabbitmq_without_a_postgresql_store_stops_start_up_with_one_line(tmp_path: Path) -> None:
+    env = {**os.environ, **hub_environ(tmp_path, HUB_QUEUE__KIND="rabbitmq")}
+    done = subprocess.run([sys.executable, str(REPO / "run_hub.py")], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    [line] = done.stderr.strip().splitlines()
+    assert 'queue.kind = "rabbitmq" needs a PostgreSQL store' in line, line
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["sqlite", "rabbitmq"])
+def test_run_workers_n_runs_n_workers_that_deliver_each_message_once(backend: str, tmp_path: Path) -> None:
+    count = 60
+    exchange = Exchange(tmp_path / "exchange")
+    with backend_environ(backend) as env:
+        process = HubProcess(tmp_path, **env)
+        process.args = ["run", "--workers", "5"]
+        process.start()
+        try:
+            for n in range(count):
+                exchange.drop("insurer", f"insurer-pending-policy-{n:04d}.xml", _pending_policy(n)[1])
+            exchange.wait_files("insurer", "out", count, "Receipt_*", timeout=60)
+            wait_for(lambda: len(exchange.files("insurer", "archive")) == count, 60, "every input archived")
+        finally:
+            process.stop()
+    assert "5 workers" in process.log.read_text()
+    forwarded = [json.loads(p.read_bytes())["messageId"] for p in exchange.files("platform", "out", "PendingPolicy_*")]
+    assert sorted(forwarded) == sorted(_pending_policy(n)[0] for n in range(count))
+    assert sorted(r["refMessageId"] for r in exchange.receipts("insurer")) == sorted(forwarded)
+    done = subprocess.run([sys.executable, str(REPO / "run_hub.py"), "run", "--workers", "0"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "--workers: '0' is not a whole number from 1 to 64" in done.stderr

@@ -35,11 +35,13 @@ class HubProcess:
         self.env = {**os.environ, **hub_environ(root, HUB_STATUS__PORT=str(self.port), **env)}
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = root / "hub.log"
+        self.args: list[str] = []  # run_hub.py's arguments (none: run, the default)
 
     def start(self) -> None:
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, str(REPO / "run_hub.py")], cwd=self.root, env=self.env, stdout=log, stderr=log
+                [sys.executable, str(REPO / "run_hub.py"), *self.args], cwd=self.root, env=self.env, stdout=log,
+                stderr=log,
             )
         wait_for(self._up, 20, "the hub's status interface")
 
