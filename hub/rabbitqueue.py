@@ -38,7 +38,7 @@ from sqlalchemy import bindparam, select, update
 from hub.config import HubConfig
 from hub.errors import RETRIES_EXHAUSTED, HubError
 from hub.store import Store, work
-from hub.workqueue import WAITING, DbWorkQueue, WorkItem, reap
+from hub.workqueue import WAITING, DbWorkQueue, WorkItem, reap, relaxed
 
 log = logging.getLogger("hub.rabbitqueue")
 
@@ -185,7 +185,7 @@ class RabbitWorkQueue(DbWorkQueue):
         now = time.time()
         try:
             with self.store.begin(serial=False) as conn:
-                row = conn.execute(_CLAIM, {"_id": item_id, "_now": now, "owner": owner,
+                row = relaxed(conn).execute(_CLAIM, {"_id": item_id, "_now": now, "owner": owner,
                                             "lease_until": now + self.lease_seconds}).first()
                 if row is None:
                     conn.execute(_EARLY, {"_id": item_id, "_now": now})
@@ -233,7 +233,7 @@ class RabbitWorkQueue(DbWorkQueue):
         transaction holding their row locks (several hubs' relays skip each other's rows). Returns how many."""
         now = time.time()
         with self.store.begin(serial=False) as conn:
-            due = conn.execute(_DUE, {"_now": now}).scalars().all()
+            due = relaxed(conn).execute(_DUE, {"_now": now}).scalars().all()
             later = conn.execute(_LATER, {"_from": now + self.topology.tiers[0] / 1000}).all() \
                 if self.topology.tiers else []
             published = list(due)

@@ -193,19 +193,28 @@ def start_hub() -> Iterator[Callable[[HubConfig], Hub]]:
 
 
 RABBITMQ_URL = os.environ.get("HUB_TEST_RABBITMQ", "amqp://guest:guest@127.0.0.1:5672//")
-# Every queue the tests declare is named under this session's prefix, deleted when the session ends.
-RABBITMQ_TEST_PREFIX = f"hubtest-{secrets.token_hex(4)}"
 
 
 def rabbitmq_reachable() -> bool:
     from kombu import Connection
 
     try:
-        with Connection(RABBITMQ_URL, connect_timeout=3) as conn:
+        with Connection(RABBITMQ_URL, connect_timeout=5) as conn:
             conn.ensure_connection(max_retries=1)
     except Exception:  # kombu raises the transport's own errors
         return False
     return True
+
+
+def delete_rabbitmq_queues(prefix: str) -> None:
+    """Delete every queue named under `prefix`. Each quorum queue keeps files open in the broker: left behind,
+    a few hundred used up its file handles and it stopped accepting connections (seen on this machine)."""
+    import subprocess
+
+    assert prefix.startswith("hubtest-") and len(prefix) > 12
+    subprocess.run(["rabbitmqctl", "eval", "length([rabbit_amqqueue:delete(Q, false, false, <<\"hub tests\">>) || "
+                    "Q <- rabbit_amqqueue:list(), binary:match(element(4, amqqueue:get_name(Q)), "
+                    f"<<\"{prefix}.\">>) =:= {{0,{len(prefix) + 1}}}])."], capture_output=True, timeout=120)
 
 
 BACKENDS = ("sqlite", "postgresql", "rabbitmq")
@@ -214,33 +223,20 @@ BACKENDS = ("sqlite", "postgresql", "rabbitmq")
 @contextmanager
 def backend_environ(backend: str) -> Iterator[dict[str, str]]:
     """The environment overrides that put a hub on one of its three backends: the embedded default (SQLite and
-    its work table), PostgreSQL and its work table, RabbitMQ + PostgreSQL (queues under a fresh prefix)."""
+    its work table), PostgreSQL and its work table, RabbitMQ + PostgreSQL (queues under a fresh prefix, deleted
+    afterwards)."""
     if backend == "sqlite":
         yield {}
         return
     with fresh_postgres_database() as url:
         env = {"HUB_STORE__URL": url}
-        if backend == "rabbitmq":
-            needs(rabbitmq_reachable(), f"RabbitMQ is not reachable at {RABBITMQ_URL}")
-            env |= {"HUB_QUEUE__KIND": "rabbitmq", "HUB_QUEUE__URL": RABBITMQ_URL,
-                    "HUB_QUEUE__NAME_PREFIX": f"{RABBITMQ_TEST_PREFIX}-{secrets.token_hex(4)}"}
-        yield env
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _delete_test_queues() -> Iterator[None]:
-    yield
-    import subprocess
-
-    from kombu import Connection
-
-    try:
-        listed = subprocess.run(["rabbitmqctl", "list_queues", "name", "--quiet", "--no-table-headers"],
-                                capture_output=True, text=True, timeout=60)
-    except (OSError, subprocess.TimeoutExpired):
-        return  # no broker here: nothing was declared
-    ours = [name for name in listed.stdout.split() if name.startswith(RABBITMQ_TEST_PREFIX)]
-    if ours:
-        with Connection(RABBITMQ_URL) as conn:
-            for name in ours:
-                conn.default_channel.queue_delete(name)
+        if backend != "rabbitmq":
+            yield env
+            return
+        needs(rabbitmq_reachable(), f"RabbitMQ is not reachable at {RABBITMQ_URL}")
+        prefix = f"hubtest-{secrets.token_hex(6)}"
+        env |= {"HUB_QUEUE__KIND": "rabbitmq", "HUB_QUEUE__URL": RABBITMQ_URL, "HUB_QUEUE__NAME_PREFIX": prefix}
+        try:
+            yield env
+        finally:
+            delete_rabbitmq_queues(prefix)

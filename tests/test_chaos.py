@@ -111,7 +111,13 @@ def _drop(exchange: Exchange, start: int, stop: int) -> None:
 
 def restart_rabbitmq() -> None:
     subprocess.run(["rabbitmqctl", "shutdown"], check=True, capture_output=True, timeout=120)
-    subprocess.run(["rabbitmq-server", "-detached"], check=True, capture_output=True, timeout=60)
+    _start_rabbitmq()
+
+
+def _start_rabbitmq() -> None:
+    # Its own session, no pipes to this process: the node outlives the test.
+    subprocess.run(["rabbitmq-server", "-detached"], check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL, start_new_session=True, timeout=60)
     _await_rabbitmq()
 
 
@@ -132,8 +138,7 @@ def services_come_back() -> Iterator[None]:
     """Whatever happens in the test, the shared services are running when it ends."""
     yield
     if subprocess.run(["rabbitmqctl", "await_startup", "--timeout", "5"], capture_output=True).returncode != 0:
-        subprocess.run(["rabbitmq-server", "-detached"], capture_output=True, timeout=60)
-        _await_rabbitmq()
+        _start_rabbitmq()
     subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", "15", "main", "start"], capture_output=True)
 
 
@@ -154,7 +159,7 @@ def run_chaos(tmp_path: Path, env: dict[str, str], processes: int, restarts: dic
                 time.sleep(rng.uniform(0.5, 2.0))
                 victim = rng.choice(hubs)
                 victim.kill9()
-                victim.start()
+                victim.start(timeout=60)
                 if kill in restarts:
                     before = receiver.complete(sent)
                     restarts[kill]()

@@ -82,7 +82,7 @@ def test_retries_wait_their_delay_and_a_partner_back_in_time_gets_everything_unp
         return [(datetime.fromisoformat(e["at"]).timestamp(), float(e["detail"].rsplit("next in ", 1)[1].split()[0]))
                 for m in shown["messages"] if m["direction"] == "out" for e in m["history"] if e["event"] == "retry"]
 
-    wait_for(lambda: all(len(retries(m)) >= 2 for m in sent), 20, "two failed attempts of each delivery")
+    wait_for(lambda: all(len(retries(m)) >= 2 for m in sent), 30, "two failed attempts of each delivery")
     time.sleep(max(0.0, 2.2 - (time.monotonic() - down_since)))
     bring_back(exchange, "platform")
     delivered = exchange.wait_files("platform", "out", 5, "PendingPolicy_*", timeout=30)
@@ -92,7 +92,8 @@ def test_retries_wait_their_delay_and_a_partner_back_in_time_gets_everything_unp
         failed = retries(message_id)
         for (at, delay), (next_at, _) in itertools.pairwise(failed):
             waited = next_at - at
-            assert delay - 0.05 <= waited <= delay + 1.5, f"{message_id}: waited {waited:.2f} s, announced {delay}"
+            assert waited >= delay - 0.05, f"{message_id}: retried after {waited:.2f} s, before its {delay} s"
+            assert waited <= delay + 3.0, f"{message_id}: retried after {waited:.2f} s, announced {delay} s"
         assert len(exchange.files("platform", "out", f"PendingPolicy_{message_id}*")) == 1
 
 
@@ -135,7 +136,7 @@ def test_kill_9_mid_batch_delivers_every_pending_policy_exactly_once(
         exchange.wait_files("platform", "out", 30, "PendingPolicy_*", timeout=60)
         hubs[0].kill9()
         assert len(exchange.files("platform", "out", "PendingPolicy_*")) < count, "the kill must land mid-way"
-        hubs[0].start()
+        hubs[0].start(timeout=60)
         exchange.wait_files("platform", "out", count, "PendingPolicy_*", timeout=120)
         exchange.wait_files("insurer", "out", count, "Receipt_*", timeout=60)
         wait_for(lambda: len(exchange.files("insurer", "archive")) == count, 60, "every input archived")

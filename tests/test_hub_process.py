@@ -37,13 +37,14 @@ class HubProcess:
         self.log = root / "hub.log"
         self.args: list[str] = []  # run_hub.py's arguments (none: run, the default)
 
-    def start(self) -> None:
+    def start(self, timeout: float = 20) -> None:
+        """Start it and wait for its status interface (a restart first stores what the last one left in intake/)."""
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, str(REPO / "run_hub.py"), *self.args], cwd=self.root, env=self.env, stdout=log,
                 stderr=log,
             )
-        wait_for(self._up, 20, "the hub's status interface")
+        wait_for(self._up, timeout, "the hub's status interface")
 
     def _up(self) -> bool:
         assert self.proc is not None and self.proc.poll() is None, self.log.read_text()
