@@ -130,6 +130,17 @@ work = Table(
 )
 
 
+# How far a scheduled job has got (the risk feed's position, the last period compiled), moved in the same
+# transaction as the work it records, so a crash leaves it where the store's facts are.
+cursors = Table(
+    "cursors",
+    metadata,
+    Column("name", String(80), primary_key=True),
+    Column("position", String(200), nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
+
 _WRITE = "hub_write"
 
 # Statements built once: the hot path passes only parameters. Building them per call (`.values(**kw)`) spent
@@ -316,6 +327,20 @@ class Store:
             .join(references, references.c.message == messages.c.id)
             .where(references.c.kind == kind, references.c.key == key)
         ).scalar()
+
+    # -- cursors ---------------------------------------------------------------------------------------
+
+    @staticmethod
+    def cursor(conn: Connection, name: str) -> str | None:
+        return conn.execute(select(cursors.c.position).where(cursors.c.name == name)).scalar()
+
+    @staticmethod
+    def set_cursor(conn: Connection, name: str, position: str) -> None:
+        now = time.time()
+        if not conn.execute(
+            update(cursors).where(cursors.c.name == name).values(position=position, updated_at=now)
+        ).rowcount:
+            conn.execute(insert(cursors).values(name=name, position=position, updated_at=now))
 
     @staticmethod
     def count_by(conn: Connection, *columns: Any) -> list[Any]:
