@@ -207,6 +207,10 @@ class RouteRetryConfig(Section):
     jitter: Annotated[float, Field(ge=0, le=1)] | None = None
 
 
+# A route's `from` for the messages the hub writes itself (a scheduled job's statistics): no partner sends them.
+HUB_ORIGIN = "hub"
+
+
 class RouteConfig(Section):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -242,9 +246,11 @@ class HubConfig(Section):
     def _routes_name_partners(self) -> HubConfig:
         from hub.models import MESSAGE_TYPES
 
+        if HUB_ORIGIN in self.partners:
+            raise ValueError(f"partners.{HUB_ORIGIN}: the name is the hub's own, for routes of what it writes")
         for i, route in enumerate(self.routes):
-            for end in (route.from_partner, route.to_partner):
-                if end not in self.partners:
+            for end, known in ((route.from_partner, {*self.partners, HUB_ORIGIN}), (route.to_partner, self.partners)):
+                if end not in known:
                     raise ValueError(f"routes[{i}] names partner {end!r}, which is not under [partners]")
             if route.message not in MESSAGE_TYPES:
                 raise ValueError(f"routes[{i}] names message {route.message!r}, which the hub does not know")

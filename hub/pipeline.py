@@ -35,7 +35,7 @@ from sqlalchemy import Connection, select
 from sqlalchemy.exc import OperationalError
 
 from hub.channels import Channel, ClaimedInput
-from hub.config import HubConfig
+from hub.config import HUB_ORIGIN, HubConfig
 from hub.conversations import Refusal, Verdict, judge
 from hub.errors import (
     DELIVERY_FAILED,
@@ -565,11 +565,23 @@ class Pipeline:
         self._schedule(conn, row.partner, payload, row.id, f"answers envelope {received.cop_msg_id}",
                        message_type="DxpRep", family="envelope", file_name=f"DxpRep_{row.id}.xml")
 
+    def originate(self, conn: Connection, message: CanonicalMessage) -> str:
+        """A message the hub writes itself (a scheduled job's statistics), sent where its route from the hub
+        says: mapped, signed and enveloped as a forwarded one is, stored and scheduled for delivery in the
+        caller's transaction, so the caller's own record of it commits with it. Returns the receiver."""
+        destination = self.routes.get((message.message_type, HUB_ORIGIN))
+        if destination is None:
+            raise HubError(NO_ROUTE, f"no route takes {message.message_type} from the hub")
+        payload, signed = self._sign(destination, self.formats[destination].encode(message))
+        self._send(conn, destination, message, self._enveloped(destination, message, payload), None, signed)
+        return destination
+
     def _file_name(self, partner: str, message: CanonicalMessage) -> str:
         return f"{message.message_type}_{message.message_id}{self.formats[partner].file_suffix}"
 
     def _send(
-        self, conn: Connection, partner: str, message: CanonicalMessage, payload: bytes, answers: str, detail: str = ""
+        self, conn: Connection, partner: str, message: CanonicalMessage, payload: bytes, answers: str | None,
+        detail: str = "",
     ) -> None:
         self._schedule(
             conn, partner, payload, answers, detail,
@@ -578,7 +590,7 @@ class Pipeline:
             canonical=message.model_dump_json(by_alias=True),
         )
 
-    def _schedule(self, conn: Connection, partner: str, payload: bytes, answers: str, detail: str,
+    def _schedule(self, conn: Connection, partner: str, payload: bytes, answers: str | None, detail: str,
                   **described: Any) -> None:
         """Store the bytes exactly as they will be delivered, and schedule their delivery (the outbox)."""
         out = self.store.add_message(conn, direction="out", partner=partner, state="pending", size=len(payload),
