@@ -10,10 +10,12 @@ import subprocess
 import sys
 import uuid
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import select
 
 from hub.app import Hub, build_formats
@@ -60,38 +62,30 @@ def publish_story(folder: Path, fmt: MessageFormat, story: list[RiskArticle]) ->
     publish(folder, fmt, [(n, fmt.encode(m), f"RiskArticle_{m.message_id}.xml") for n, m in enumerate(story, 1)])
 
 
-def cursor(store_url: str) -> int:
-    store = Store(store_url)
-    try:
-        with store.read() as conn:
-            return int(store.cursor(conn, cursor_name("insurer")) or 0)
-    finally:
-        store.close()
+def cursor(store: Store) -> int:
+    with store.read() as conn:
+        return int(store.cursor(conn, cursor_name("insurer")) or 0)
 
 
-def forwarded(store_url: str) -> dict[str, list[Any]]:
+def forwarded(store: Store) -> dict[str, list[Any]]:
     """The RiskArticles the hub stored for the platform, by message id, each with its delivery times."""
-    store = Store(store_url)
-    try:
-        with store.read() as conn:
-            rows = conn.execute(
-                select(messages.c.id, messages.c.message_id, messages.c.state).where(
-                    messages.c.direction == "out", messages.c.partner == "platform",
-                    messages.c.message_type == "RiskArticle")
-            ).all()
-            delivered = defaultdict(list)
-            for row in conn.execute(select(events.c.message, events.c.at).where(events.c.event == "delivered")):
-                delivered[row.message].append(row.at)
-        found = defaultdict(list)
-        for row in rows:
-            found[row.message_id].append({"state": row.state, "delivered": delivered[row.id]})
-        return found
-    finally:
-        store.close()
+    with store.read() as conn:
+        rows = conn.execute(
+            select(messages.c.id, messages.c.message_id, messages.c.state).where(
+                messages.c.direction == "out", messages.c.partner == "platform",
+                messages.c.message_type == "RiskArticle")
+        ).all()
+        delivered = defaultdict(list)
+        for row in conn.execute(select(events.c.message, events.c.at).where(events.c.event == "delivered")):
+            delivered[row.message].append(row.at)
+    found = defaultdict(list)
+    for row in rows:
+        found[row.message_id].append({"state": row.state, "delivered": delivered[row.id]})
+    return found
 
 
-def assert_each_once_in_order(store_url: str, exchange: Exchange, story: list[RiskArticle]) -> None:
-    found = forwarded(store_url)
+def assert_each_once_in_order(store: Store, exchange: Exchange, story: list[RiskArticle]) -> None:
+    found = forwarded(store)
     assert set(found) == {m.message_id for m in story}
     for m in story:
         (only,) = found[m.message_id]  # one message stored for the platform, delivered once
@@ -119,22 +113,29 @@ def sync_until(hub: Hub, done: Any, timeout: float = 30.0, what: str = "the feed
     return said
 
 
+@pytest.fixture
+def feed_hub(store_url: str, tmp_path: Path, start_hub: Callable[[HubConfig], Hub]) -> Hub:
+    """A running hub on each store backend."""
+    return start_hub(load_config(DEFAULT_CONFIG, environ=hub_environ(tmp_path, HUB_STORE__URL=store_url)))
+
+
 def test_new_updated_and_withdrawn_articles_reach_the_platform_once_each_in_order(
-    hub: Hub, hub_config: HubConfig, exchange: Exchange
+    feed_hub: Hub, exchange: Exchange
 ) -> None:
+    hub = feed_hub
     fmt = hub.pipeline.formats["insurer"]
     story = article_story(fmt, 3)
     publish_story(exchange.folder("insurer", "feed"), fmt, story)
-    url = hub_config.store.url
+    store = hub.store
 
-    said = sync_until(hub, lambda: cursor(url) == len(story))
+    said = sync_until(hub, lambda: cursor(store) == len(story))
     assert any("held behind an earlier entry of their article" in s and " 0 held" not in s for s in said), (
         "an update must wait for its article's delivery")
-    assert_each_once_in_order(url, exchange, story)
+    assert_each_once_in_order(store, exchange, story)
 
     again = sync_risk_feed(hub, datetime.now(UTC))
     assert "cursor 9 -> 9, 0 entries read, 0 taken in" in again
-    assert sum(len(v) for v in forwarded(url).values()) == len(story)
+    assert sum(len(v) for v in forwarded(store).values()) == len(story)
 
 
 def test_the_cursor_waits_for_delivery_and_a_later_run_catches_up(
@@ -143,20 +144,20 @@ def test_the_cursor_waits_for_delivery_and_a_later_run_catches_up(
     fmt = hub.pipeline.formats["insurer"]
     story = article_story(fmt, 2)
     publish_story(exchange.folder("insurer", "feed"), fmt, story)
-    url = hub_config.store.url
+    store = hub.store
     outbox = exchange.folder("platform", "out")
     shutil.rmtree(outbox)
     outbox.write_text("the platform's folder is gone")  # every delivery to the platform fails, then parks
 
     wait_for(lambda: "2 parked" in sync_risk_feed(hub, datetime.now(UTC)), 30, "both new articles parked")
-    assert cursor(url) == 0
-    assert not any(r["delivered"] for v in forwarded(url).values() for r in v)
+    assert cursor(store) == 0
+    assert not any(r["delivered"] for v in forwarded(store).values() for r in v)
 
     outbox.unlink()
     outbox.mkdir()
     assert [o.changed for o in Operations(hub_config, hub.store).replay_all_parked()] == [True, True]
-    sync_until(hub, lambda: cursor(url) == len(story))
-    assert_each_once_in_order(url, exchange, story)
+    sync_until(hub, lambda: cursor(store) == len(story))
+    assert_each_once_in_order(store, exchange, story)
 
 
 def test_an_unreadable_entry_is_refused_to_the_insurer_and_passed(
@@ -169,10 +170,10 @@ def test_an_unreadable_entry_is_refused_to_the_insurer_and_passed(
     publish(feed, fmt, [(1, fmt.encode(story[0]), "a.xml"), (2, bad, "bad.xml"),
                         (3, fmt.encode(story[1]), "b.xml"), (4, fmt.encode(story[2]), "c.xml")])
 
-    sync_until(hub, lambda: cursor(hub_config.store.url) == 4)
+    sync_until(hub, lambda: cursor(hub.store) == 4)
     refused = exchange.receipt_for("insurer", "BADBAD00-1C2D-4E8F-A6B1-000000000002")
     assert refused["returnStatus"] == 100 and refused["errors"][0]["code"] == "FIELD_INVALID"
-    assert set(forwarded(hub_config.store.url)) == {m.message_id for m in story}
+    assert set(forwarded(hub.store)) == {m.message_id for m in story}
 
 
 # The hub as its own process, syncing the feed in a loop the way the scheduler will run the job.
@@ -191,37 +192,38 @@ while True:
 """
 
 
-def test_killed_mid_sync_every_article_reaches_the_platform_exactly_once(tmp_path: Path) -> None:
-    env = {**os.environ, **hub_environ(tmp_path), "PYTHONPATH": str(REPO)}
-    url = env["HUB_STORE__URL"]
+def test_killed_mid_sync_every_article_reaches_the_platform_exactly_once(tmp_path: Path, store_url: str) -> None:
+    env = {**os.environ, **hub_environ(tmp_path, HUB_STORE__URL=store_url), "PYTHONPATH": str(REPO)}
+    store = Store(store_url)
+    store.create_schema()  # the test reads the store while the hub processes come and go
     exchange = Exchange(tmp_path / "exchange")
     fmt = insurer_xml()
     story = article_story(fmt, 15)
     publish_story(exchange.folder("insurer", "feed"), fmt, story)
-    log = tmp_path / "sync.log"
 
-    def start() -> subprocess.Popen[bytes]:
-        with open(log, "ab") as out:
+    def start(log: Path) -> subprocess.Popen[bytes]:
+        with open(log, "wb") as out:
             return subprocess.Popen([sys.executable, "-c", SYNC_LOOP], cwd=tmp_path, env=env, stdout=out,
                                     stderr=out)
 
-    first = start()
+    first = start(tmp_path / "first.log")
     try:
         wait_for(lambda: len(exchange.files("platform", "out", "RiskArticle_*")) >= 6, 60, "6 articles delivered")
     finally:
         first.send_signal(signal.SIGKILL)
         first.wait()
-    at_kill = cursor(url)
-    delivered_at_kill = sum(1 for v in forwarded(url).values() if v[0]["delivered"])
-    assert at_kill < len(story) and delivered_at_kill < len(story), "the kill must land mid-way"
+    at_kill = cursor(store)
+    delivered_at_kill = sum(1 for v in forwarded(store).values() if v[0]["delivered"])
+    assert 0 < at_kill < len(story) and delivered_at_kill < len(story), "the kill must land mid-way"
 
-    second = start()
+    second = start(tmp_path / "second.log")
     try:
-        assert cursor(url) >= at_kill
-        wait_for(lambda: cursor(url) == len(story), 90, "the whole feed delivered after the restart")
+        wait_for(lambda: cursor(store) == len(story), 90, "the whole feed delivered after the restart")
     finally:
         second.terminate()
         second.wait(timeout=20)
-    assert_each_once_in_order(url, exchange, story)
-    lines = log.read_text().splitlines()
-    assert any(line.startswith("risk feed from insurer: cursor 0 -> ") for line in lines), lines[-5:]
+    assert_each_once_in_order(store, exchange, story)
+    store.close()
+    # The restarted hub went on from the cursor the store kept, not from the start of the feed.
+    restarted = (tmp_path / "second.log").read_text().splitlines()
+    assert restarted[0].startswith(f"risk feed from insurer: cursor {at_kill} -> "), restarted[:3]
