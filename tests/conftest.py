@@ -184,3 +184,9 @@ def start_hub() -> Iterator[Callable[[HubConfig], Hub]]:
     yield start
     for hub in started:
         hub.stop()
+
+
+@pytest.fixture
+def backend_hub(store_url: str, tmp_path: Path, start_hub: Callable[[HubConfig], Hub]) -> Hub:
+    """A running hub on the default config and temporary folders, on each store backend."""
+    return start_hub(load_config(DEFAULT_CONFIG, environ=hub_environ(tmp_path, HUB_STORE__URL=store_url)))

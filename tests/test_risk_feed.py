@@ -10,12 +10,10 @@ import subprocess
 import sys
 import uuid
 from collections import defaultdict
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import pytest
 from sqlalchemy import select
 
 from hub.app import Hub, build_formats
@@ -113,16 +111,10 @@ def sync_until(hub: Hub, done: Any, timeout: float = 30.0, what: str = "the feed
     return said
 
 
-@pytest.fixture
-def feed_hub(store_url: str, tmp_path: Path, start_hub: Callable[[HubConfig], Hub]) -> Hub:
-    """A running hub on each store backend."""
-    return start_hub(load_config(DEFAULT_CONFIG, environ=hub_environ(tmp_path, HUB_STORE__URL=store_url)))
-
-
 def test_new_updated_and_withdrawn_articles_reach_the_platform_once_each_in_order(
-    feed_hub: Hub, exchange: Exchange
+    backend_hub: Hub, exchange: Exchange
 ) -> None:
-    hub = feed_hub
+    hub = backend_hub
     fmt = hub.pipeline.formats["insurer"]
     story = article_story(fmt, 3)
     publish_story(exchange.folder("insurer", "feed"), fmt, story)

@@ -122,8 +122,9 @@ def midnight_after(day: date, days: int = 1) -> datetime:
 
 
 def test_counts_by_day_month_and_year_are_those_derived_from_the_answers_sent(
-    hub: Hub, exchange: Exchange
+    backend_hub: Hub, exchange: Exchange
 ) -> None:
+    hub = backend_hub
     parties = Parties(hub, exchange)
     today = datetime.now(BEIJING).date()
     kinds = {QIHANG[1]: ["declaration", "certificate-of-origin"],

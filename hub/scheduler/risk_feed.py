@@ -40,7 +40,8 @@ DONE, WAITING, PARKED = "done", "waiting", "parked"
 def sync_risk_feed(
     hub: Hub, now: datetime, *, partner: str = "insurer", feed: str | None = None, limit: int = 100
 ) -> str:
-    """`feed`: the folder the partner publishes in (default: `feed/` beside its drop folders)."""
+    """`feed`: the folder the partner publishes in (default: `feed/` beside its drop folders); `limit`: the
+    entries read per run. `now` is not needed: the feed's positions, not the clock, say what is new."""
     folder = Path(feed) if feed else Path(hub.config.partners[partner].channel.root) / "feed"
     return sync(hub, FolderFeed(partner, folder), int(limit))
 
