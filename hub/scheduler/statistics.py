@@ -8,8 +8,8 @@ authorization in force covered its kind on that day.
 
 Each period is compiled once, after it has ended: its messages and the cursor naming it commit in one
 transaction, so a re-run sends nothing twice, and a run after missed ones compiles every period since the
-last compiled (the very first run compiles the last ended period only). Not sent again as a new version: a period's counts cannot change once it has ended, because
-a delivery is recorded at the moment it happens.
+last compiled (the very first run compiles the last ended period only). Not sent again as a new version:
+a period's counts cannot change once it has ended, because a delivery is recorded at the moment it happens.
 """
 
 from __future__ import annotations
