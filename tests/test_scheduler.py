@@ -283,3 +283,30 @@ def test_the_retention_job_uses_the_configured_policy(tmp_path: Path, start_hub:
     assert str(tmp_path / "kept") in run.result
     assert not _message_ids(hub.store)
     assert os.listdir(tmp_path / "kept")
+
+
+def test_certificate_expiry_warns_of_signers_and_trusted_certificates_near_their_end(
+    tmp_path: Path, start_hub: Callable[[HubConfig], Hub], caplog: pytest.LogCaptureFixture
+) -> None:
+    from tests.signing.conftest import FIXTURES
+    from tests.test_signed_messages import signing_config
+
+    def checked(warn_days: int) -> Any:
+        config, _ = signing_config(
+            tmp_path,
+            f'[signers.hub-key]\nkind = "software"\nkey = "{FIXTURES / "pengcheng-rsa.key.pem"}"\n'
+            f'certificate = "{FIXTURES / "pengcheng-rsa.cert.pem"}"\n\n'
+            f'[partners.insurer.signing]\ntrusted_certificates = ["{FIXTURES / "pengcheng-rsa-expired.cert.pem"}"]\n',
+            HUB_JOBS__CERTIFICATE_EXPIRY__PARAMS__WARN_DAYS=str(warn_days), HUB_SCHEDULER__ENABLED="false",
+        )
+        hub = start_hub(config)
+        return hub.jobs.runs.get(hub.jobs.run("certificate_expiry", "operator"))
+
+    expired = checked(30)
+    assert expired.state == "ok"
+    assert expired.result.startswith("1 warning(s), 2 certificate(s) checked against 30 days: insurer's trusted "
+                                     "certificate ") and " expired 20" in expired.result
+    assert "certificate expiry: insurer's trusted certificate" in caplog.text
+    both = checked(365 * 30)  # the signer's certificate runs to 2045
+    assert both.result.startswith("2 warning(s)")
+    assert "signer hub-key certificate 01a2b3c4 expires 2045-01-01" in both.result
