@@ -256,6 +256,16 @@ class SchedulerConfig(Section):
     # job run once, not once each (coalesce).
     misfire_grace_seconds: Annotated[int, Field(ge=1)] = 6 * 3600
 
+    @model_validator(mode="after")
+    def _known_timezone(self) -> SchedulerConfig:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"timezone {self.timezone!r} is not a known time zone, e.g. Asia/Shanghai") from None
+        return self
+
 
 class RetentionConfig(Section):
     """The retention sweep: settled messages older than this leave the hot store for the archive."""

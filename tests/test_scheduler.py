@@ -219,8 +219,10 @@ def _archived(folder: Path) -> list[dict[str, Any]]:
 
 
 def test_retention_archives_and_removes_settled_steps_only_and_parked_ones_stay(
-    hub: Hub, exchange: Exchange, tmp_path: Path
+    store_url: str, tmp_path: Path, start_hub: Callable[[HubConfig], Hub]
 ) -> None:
+    hub = start_hub(config_for(tmp_path, HUB_STORE__URL=store_url))
+    exchange = Exchange(tmp_path / "exchange")
     keep = timedelta(days=90)
     archive = tmp_path / "archive"
     _, old_policy = _pending_policy(1)
@@ -310,3 +312,17 @@ def test_certificate_expiry_warns_of_signers_and_trusted_certificates_near_their
     both = checked(365 * 30)  # the signer's certificate runs to 2045
     assert both.result.startswith("2 warning(s)")
     assert "signer hub-key certificate 01a2b3c4 expires 2045-01-01" in both.result
+
+
+def test_bad_job_config_is_refused_with_the_key_named(tmp_path: Path) -> None:
+    from hub.config import ConfigError
+
+    for env, said in (
+        ({"HUB_JOBS__RETENTION__CRON": '"61 2 * * *"'}, "jobs.retention: Value error, cron '61 2 * * *': "),
+        ({"HUB_JOBS__RETENTION__INTERVAL_SECONDS": "60"}, "jobs.retention: Value error, give cron"),
+        ({"HUB_JOBS__NIGHTLY__CRON": '"0 1 * * *"'}, "jobs.nightly runs 'nightly', which is not a job the hub has"),
+        ({"HUB_SCHEDULER__TIMEZONE": "Mars/Olympus"}, "scheduler: Value error, timezone 'Mars/Olympus' is not a known"),
+    ):
+        with pytest.raises(ConfigError) as refused:
+            config_for(tmp_path, **env)
+        assert said in str(refused.value)
