@@ -72,6 +72,7 @@ def test_metrics_parse_and_their_counters_move_with_messages_and_survive_retenti
     signing_hub: Hub, exchange: Exchange, tmp_path: Path
 ) -> None:
     hub = signing_hub
+    wait_for(lambda: hub.jobs.role == "leader", 10, "the hub to lead its jobs")
     before, types = samples(scrape(hub))
     assert types["hub_messages"] == types["hub_retries"] == types["hub_job_runs"] == "counter"
     assert types["hub_stored_messages"] == types["hub_queue_depth"] == "gauge"

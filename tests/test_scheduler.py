@@ -326,3 +326,15 @@ def test_bad_job_config_is_refused_with_the_key_named(tmp_path: Path) -> None:
         with pytest.raises(ConfigError) as refused:
             config_for(tmp_path, **env)
         assert said in str(refused.value)
+
+
+def test_retention_knows_what_every_table_naming_a_message_means() -> None:
+    """A table that names a message either holds it in the store or goes with it: a new one must say which,
+    or retention would break its foreign key or take a message still in play."""
+    from hub.scheduler.retention import GO_WITH, HOLD, referring
+    from hub.store import metadata
+
+    naming = {fk.parent.table.name for table in metadata.sorted_tables for fk in table.foreign_keys
+              if fk.column is messages.c.id and table is not messages}
+    assert naming <= HOLD | GO_WITH, f"retention does not know {sorted(naming - HOLD - GO_WITH)}"
+    assert {c.table.name for c in referring(HOLD | GO_WITH)} == naming

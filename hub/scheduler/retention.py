@@ -3,9 +3,9 @@
 What leaves, one conversation step at a time: a message nothing answers (an input, or something the hub sent
 of its own accord) with everything the hub sent in answer to it, when all of it is settled and untouched
 for `retention.delivered_days`: the input decided (accepted or rejected) and its file settled (archive/ or
-rejected/), each outbound message delivered or acknowledged, no work of theirs in the queue. Parked,
-pending, waiting or refused messages never leave on their own, nor a message a later one may still cite
-(a policy a claim names, the `references` table).
+rejected/), each outbound message delivered or acknowledged, none of them held (HOLD below: work in the
+queue, a receipt still awaited, cited by later messages: a policy a claim names). Parked, pending, waiting or
+refused messages never leave on their own.
 
 The archive: `retention.archive_dir/YYYY-MM-DD.jsonl.gz` (the day of removal, UTC), one JSON line per message
 with every column (its bytes as base64) and its whole history, written and synced before the rows go. Find
@@ -26,10 +26,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, Select, and_, delete, exists, insert, or_, select, update
+from sqlalchemy import Column, Connection, Select, and_, delete, exists, insert, or_, select, update
 
 from hub.metrics import RECEIPT_TIMEOUT_EVENT, RETRY_EVENT
-from hub.store import Store, events, messages, references, retired_totals, seen_messages, work
+from hub.store import Store, events, messages, metadata, retired_totals
 
 if TYPE_CHECKING:
     from hub.app import Hub
@@ -37,6 +37,18 @@ if TYPE_CHECKING:
 DECIDED = ("accepted", "rejected")
 SETTLED = ("delivered", "acknowledged")
 BATCH = 200  # conversation steps per transaction: short enough not to hold up the pipeline's writers
+
+# Every table whose rows name a message, and what a row there means for retention (a test keeps this complete):
+# the message is still in play and stays (work to do, cited by later messages, its receipt awaited) ...
+HOLD = {"work", "references", "awaited_receipts"}
+# ... or the row goes with the message (its history, archived with it; its dedupe keys).
+GO_WITH = {"events", "seen_messages", "seen_versions"}
+
+
+def referring(names: set[str]) -> list[Column[Any]]:
+    """The columns naming a message in those of the tables `names` that the store has."""
+    return [fk.parent for table in metadata.sorted_tables if table.name in names
+            for fk in table.foreign_keys if fk.column is messages.c.id]
 
 
 def retire_settled_messages(hub: Hub, now: datetime, **params: Any) -> str:
@@ -60,8 +72,8 @@ def retire(store: Store, archive_dir: Path, now: datetime, keep: timedelta) -> s
             history = conn.execute(select(events).where(events.c.message.in_(ids)).order_by(events.c.id)).all()
             _archive(archive, now, rows, history)
             _count(conn, rows, history)
-            conn.execute(delete(events).where(events.c.message.in_(ids)))
-            conn.execute(delete(seen_messages).where(seen_messages.c.first.in_(ids)))
+            for column in referring(GO_WITH):
+                conn.execute(delete(column.table).where(column.in_(ids)))
             conn.execute(delete(messages).where(messages.c.answers.in_(roots)))
             conn.execute(delete(messages).where(messages.c.id.in_(roots)))
         retired += len(ids)
@@ -74,14 +86,13 @@ def retire(store: Store, archive_dir: Path, now: datetime, keep: timedelta) -> s
 def retirable(cutoff: float) -> Select[Any]:
     """The ids of conversation steps whose every message is settled and untouched since `cutoff`."""
     answer = messages.alias("answer")
-    in_queue = exists().where(work.c.message == messages.c.id)
+    held = or_(*(exists().where(column == messages.c.id) for column in referring(HOLD)))
     answer_open = exists().where(
         answer.c.answers == messages.c.id,
         or_(answer.c.state.not_in(SETTLED), answer.c.updated_at >= cutoff,
-            exists().where(work.c.message == answer.c.id)),
+            *(exists().where(column == answer.c.id) for column in referring(HOLD))),
     )
     file_settled = exists().where(events.c.message == messages.c.id, events.c.event == "settled")
-    cited = exists().where(references.c.message == messages.c.id)
     return (
         select(messages.c.id)
         .where(
@@ -91,7 +102,7 @@ def retirable(cutoff: float) -> Select[Any]:
                 and_(messages.c.direction == "in", messages.c.state.in_(DECIDED), file_settled),
                 and_(messages.c.direction == "out", messages.c.state.in_(SETTLED)),
             ),
-            ~in_queue, ~answer_open, ~cited,
+            ~held, ~answer_open,
         )
         .order_by(messages.c.updated_at)
     )
