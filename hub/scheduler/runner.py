@@ -46,6 +46,9 @@ def _run_scheduled(token: str, name: str) -> None:
     if runner is None:  # scheduled by a runner that has stepped down since
         log.warning("job %s: its runner %s is gone; not run", name, token)
         return
+    if not runner.lock.holds():  # the session holding the lock broke: another process may lead by now
+        log.warning("job %s: this process no longer holds the scheduler lock; not run", name)
+        return
     runner.run(name, "schedule")
 
 
@@ -61,6 +64,10 @@ class JobRunner:
         self.hub = hub
         self.config: HubConfig = hub.config
         self.runs = JobRuns(hub.store)
+        # Created now, beside the hub's tables, before anything writes: APScheduler would create it when a process
+        # first leads, checking and creating in one deferred transaction, which SQLite refuses ("database is
+        # locked") when a pipeline write lands in between.
+        job_store(hub.store.engine).jobs_t.create(hub.store.engine, checkfirst=True)
         self.lock = LeaderLock(self.config.store.url, "scheduler")
         self.process = f"{socket.gethostname()}:{os.getpid()}"
         self.token = f"{self.process}:{id(self):x}"
