@@ -98,10 +98,11 @@ def test_two_hub_processes_on_postgresql_run_each_tick_once_and_the_survivor_tak
             leader = next(p for p in hubs if p.proc is not None and p.proc.pid == _leader_pid(before[0]))
             survivor = next(p for p in hubs if p is not leader)
             assert {_leader_pid(r) for r in before} == {_leader_pid(before[0])}, "only the leader runs jobs"
-            # Once per tick: 5 intervals hold 4 to 6 ticks (start-up jitter), and no two runs share one.
+            # Once per tick: 5 intervals hold 4 to 6 ticks (start-up jitter); two runs of one tick would start
+            # within milliseconds of each other, while a run late on a loaded machine sits closer to the next.
             assert 4 <= len(before) <= 6, [r.started_at for r in before]
             gaps = [b.started_at - a.started_at for a, b in pairwise(before)]
-            assert min(gaps) > interval / 2, gaps
+            assert min(gaps) > 0.1, gaps
 
             leader.kill9()
             killed_at = time.time()
@@ -112,8 +113,9 @@ def test_two_hub_processes_on_postgresql_run_each_tick_once_and_the_survivor_tak
             time.sleep(3 * interval)
             after = [r for r in runs_of(store, "reap_leases") if r.id > before[-1].id]
             assert {_leader_pid(r) for r in after} == {survivor.proc.pid if survivor.proc else 0}
+            assert 2 <= len(after) <= 5, [r.started_at for r in after]  # 3 intervals and the missed tick
             gaps = [b.started_at - a.started_at for a, b in pairwise(after)]
-            assert min(gaps) > interval / 4, gaps  # a caught-up tick may sit closer to the next, never on it
+            assert min(gaps) > 0.1, gaps
             assert all(r.state == "ok" for r in before + after)
         finally:
             for process in hubs:
