@@ -33,6 +33,9 @@ if TYPE_CHECKING:
     from hub.app import Hub
 
 log = logging.getLogger("hub.scheduler")
+# The runner logs each run and its result itself; APScheduler's own lines for every run would double them. Its
+# warnings (a run missed past its grace time, a run skipped as still running) still show.
+logging.getLogger("apscheduler").setLevel(logging.WARNING)
 
 REQUEST_POLL_SECONDS = 0.5  # how soon the leader takes up an operator's `jobs run NAME`
 
@@ -98,7 +101,7 @@ class JobRunner:
         job = self.config.jobs[name]
         with self._one_at_a_time[name]:
             run_id = self.runs.start(name, trigger, self.process, run_id)
-            log.info("job %s starts (%s)", name, trigger)
+            log.debug("job %s starts (%s)", name, trigger)
             try:
                 result = JOBS[job.run or name](self.hub, datetime.now(UTC), **job.params)
             except Exception as exc:
