@@ -32,6 +32,7 @@ from hub.mappers.dxp import Dxp
 from hub.mappers.hub_xml import HubXml
 from hub.mappers.platform_json import PlatformJson
 from hub.pipeline import Pipeline
+from hub.scheduler.runner import JobRunner
 from hub.schemas import ALL_SCHEMAS, HUB_SCHEMAS, SchemaRegistry
 from hub.signing import Signer, SigningError, SigningWorker, SoftwareKeySigner, load_certificate
 from hub.signing.card import CardSigner
@@ -196,8 +197,10 @@ class Hub:
         self.queue = DbWorkQueue(self.store, config.queue.lease_seconds)
         self.pipeline = Pipeline(config, self.store, self.queue, formats, self.channels, self.signers, trusted,
                                  envelopes)
+        self.jobs = JobRunner(self)
         self.started_at = time.time()
-        self.status_reader = StatusReader(config, self.store, self.started_at, self.signers.status)
+        self.status_reader = StatusReader(config, self.store, self.started_at, self.signers.status,
+                                          lambda: self.jobs.role)
         self.status_server: StatusServer | None = None
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -211,11 +214,14 @@ class Hub:
         self._spawn("intake", self._intake_loop)
         for n in range(self.config.queue.workers):
             self._spawn(f"worker-{n + 1}", self._work_loop)
+        if self.config.scheduler.enabled:
+            self.jobs.start()
         log.info("hub running: %d partners, %d routes, %d workers, %d signers, store %s", len(self.channels),
                  len(self.config.routes), self.config.queue.workers, len(self.signers), self.store.engine.url)
 
     def stop(self) -> None:
         self._stop.set()
+        self.jobs.stop()  # its jobs use the store and the signers: before they close
         for thread in self._threads:
             thread.join(timeout=10)
         if self.status_server:

@@ -226,6 +226,58 @@ class StatusConfig(Section):
     port: Annotated[int, Field(ge=0, le=65535)] = 8470
 
 
+class JobConfig(Section):
+    """One scheduled job: which registered function it runs (default: the job's own name), when, with what."""
+
+    run: str | None = None  # a name in hub.scheduler.jobs.JOBS; one function may run as several jobs
+    cron: str | None = None  # five fields, in scheduler.timezone: "30 2 * * *"
+    interval_seconds: Annotated[float, Field(gt=0)] | None = None
+    enabled: bool = True
+    params: dict[str, Any] = {}
+
+    @model_validator(mode="after")
+    def _one_trigger(self) -> JobConfig:
+        if (self.cron is None) == (self.interval_seconds is None):
+            raise ValueError('give cron (e.g. "30 2 * * *") or interval_seconds, one of them')
+        if self.cron is not None:
+            from apscheduler.triggers.cron import CronTrigger
+
+            try:
+                CronTrigger.from_crontab(self.cron)
+            except ValueError as exc:
+                raise ValueError(f"cron {self.cron!r}: {exc}") from None
+        return self
+
+
+class SchedulerConfig(Section):
+    """The job runner: one leader across all hub processes on one store runs every job."""
+
+    enabled: bool = True
+    timezone: str = "Asia/Shanghai"  # cron schedules are business hours in Beijing
+    # How often a process that does not lead tries for the leader lock: a dead leader's jobs move within this.
+    leader_check_seconds: Annotated[float, Field(gt=0, le=300)] = 2.0
+    # A run missed (hub down, leader handing over) still runs if it is at most this late; missed runs of one
+    # job run once, not once each (coalesce).
+    misfire_grace_seconds: Annotated[int, Field(ge=1)] = 6 * 3600
+
+    @model_validator(mode="after")
+    def _known_timezone(self) -> SchedulerConfig:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"timezone {self.timezone!r} is not a known time zone, e.g. Asia/Shanghai") from None
+        return self
+
+
+class RetentionConfig(Section):
+    """The retention sweep: settled messages older than this leave the hot store for the archive."""
+
+    delivered_days: Annotated[float, Field(gt=0)] = 90
+    archive_dir: Path = Path("var/archive")  # one gzipped JSON line per removed message, per day of removal
+
+
 class HubConfig(Section):
     hub: HubIdentity = HubIdentity()
     store: StoreConfig = StoreConfig()
@@ -235,6 +287,9 @@ class HubConfig(Section):
     signers: dict[str, SignerConfig] = {}
     partners: dict[str, PartnerConfig]
     routes: list[RouteConfig] = []
+    scheduler: SchedulerConfig = SchedulerConfig()
+    jobs: dict[str, JobConfig] = {}
+    retention: RetentionConfig = RetentionConfig()
 
     def route_retry(self, route: RouteConfig) -> RetryConfig:
         """The retry policy for the processing and delivery of the route's messages."""
@@ -267,6 +322,16 @@ class HubConfig(Section):
             if isinstance(signer, DeviceSignerConfig) and signer.timeout_seconds >= self.queue.lease_seconds:
                 raise ValueError(f"signers.{name}.timeout_seconds must be under queue.lease_seconds "
                                  f"({self.queue.lease_seconds})")
+        return self
+
+    @model_validator(mode="after")
+    def _jobs_registered(self) -> HubConfig:
+        from hub.scheduler.jobs import JOBS
+
+        for name, job in self.jobs.items():
+            if (job.run or name) not in JOBS:
+                raise ValueError(f"jobs.{name} runs {job.run or name!r}, which is not a job the hub has "
+                                 f"({', '.join(sorted(JOBS))})")
         return self
 
     @model_validator(mode="after")

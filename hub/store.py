@@ -129,6 +129,36 @@ work = Table(
     Index("ix_work_lease", "state", "lease_until"),
 )
 
+# Each run of a scheduled job, whichever process ran it: `jobs` and /status show the last, /metrics counts them.
+# An operator's `jobs run NAME` while another process leads is a "requested" row that the leader runs.
+job_runs = Table(
+    "job_runs",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("job", String(60), nullable=False),
+    Column("trigger", String(10), nullable=False),  # "schedule" or "operator"
+    Column("state", String(10), nullable=False),  # requested, running, ok, failed
+    Column("requested_at", Float, nullable=False),
+    Column("started_at", Float),
+    Column("finished_at", Float),
+    Column("runner", String(80)),  # host:pid of the process that ran it
+    Column("result", Text),  # the job's one-line result
+    Column("error", Text),
+    Index("ix_job_runs_job", "job", "id"),
+    Index("ix_job_runs_state", "state"),
+)
+
+# What retention removed from the hot store, counted, so the totals /metrics reports never go down.
+retired_totals = Table(
+    "retired_totals",
+    metadata,
+    Column("direction", String(3), primary_key=True),
+    Column("partner", String(40), primary_key=True),
+    Column("messages", Integer, nullable=False, default=0),
+    Column("retries", Integer, nullable=False, default=0),
+    Column("receipt_timeouts", Integer, nullable=False, default=0),
+)
+
 
 # How far a scheduled job has got (the risk feed's position, the last period compiled), moved in the same
 # transaction as the work it records, so a crash leaves it where the store's facts are.
