@@ -7,6 +7,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from hub.scheduler.retention import retire_settled_messages
+from hub.scheduler.risk_feed import sync_risk_feed
+from hub.scheduler.statistics import compile_authorised_data_statistics
 from hub.scheduler.sweeps import reap_leases, warn_of_certificate_expiry
 
 Job = Callable[..., str]
@@ -15,4 +17,6 @@ JOBS: dict[str, Job] = {
     "reap_leases": reap_leases,
     "certificate_expiry": warn_of_certificate_expiry,
     "retention": retire_settled_messages,
+    "sync_risk_feed": sync_risk_feed,
+    "authorised_data_statistics": compile_authorised_data_statistics,
 }
