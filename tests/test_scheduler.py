@@ -177,7 +177,8 @@ def test_jobs_lists_each_job_and_jobs_run_is_run_by_the_leading_hub(tmp_path: Pa
             "ok", "operator", "0 certificate(s) valid beyond 30 days")
 
         listed = {j["job"]: j for j in json.loads(cli("jobs", "--json").stdout)}
-        assert set(listed) == {"reap_leases", "certificate_expiry", "retention"}
+        assert set(listed) == set(load_config(DEFAULT_CONFIG, environ={}).jobs)  # every configured job, no other
+        assert {"reap_leases", "certificate_expiry", "retention", "sync_risk_feed"} <= set(listed)
         assert listed["certificate_expiry"]["last_run"]["result"] == run["result"]
         assert listed["retention"]["schedule"] == "cron 30 2 * * * (Asia/Shanghai)"
         assert listed["retention"]["next_run"] and listed["retention"]["last_run"] is None
@@ -189,8 +190,8 @@ def test_jobs_lists_each_job_and_jobs_run_is_run_by_the_leading_hub(tmp_path: Pa
 
         unknown = cli("jobs", "run", "sync_everything")
         assert unknown.returncode == 2 and unknown.stderr.strip().splitlines() == [
-            "hub: jobs run sync_everything: no [jobs.sync_everything] in the config (there are: reap_leases, "
-            "certificate_expiry, retention)"]
+            "hub: jobs run sync_everything: no [jobs.sync_everything] in the config (there are: "
+            f"{', '.join(listed)})"]
     finally:
         hub.stop()
 
