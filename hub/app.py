@@ -43,6 +43,8 @@ from hub.workqueue import DbWorkQueue
 log = logging.getLogger("hub")
 
 RECOVER_EVERY_SECONDS = 10.0
+# Overdue receipts are looked for this often at most (more often when a partner's timeout is shorter).
+SWEEP_RECEIPTS_EVERY_SECONDS = 1.0
 # Recovery leaves alone what was claimed (renamed into intake/, which sets the file's ctime) less than this ago:
 # with several hub processes on one store, a live one may have claimed it and be storing it now. Its owner
 # stores it within milliseconds; should both store it anyway, the hub id (the primary key) keeps one.
@@ -252,6 +254,9 @@ class Hub:
     def _intake_loop(self) -> None:
         poll = min(p.channel.poll_seconds for p in self.config.partners.values())
         next_recover = time.monotonic() + RECOVER_EVERY_SECONDS
+        sweep_every = min(SWEEP_RECEIPTS_EVERY_SECONDS,
+                          *(p.receipt_timeout_seconds for p in self.config.partners.values()))
+        next_sweep = time.monotonic() + sweep_every
         while not self._stop.is_set():
             try:
                 for channel in self.channels.values():
@@ -260,6 +265,9 @@ class Hub:
                 if time.monotonic() >= next_recover:
                     self._recover()
                     next_recover = time.monotonic() + RECOVER_EVERY_SECONDS
+                if time.monotonic() >= next_sweep:
+                    self.pipeline.sweep_overdue_receipts()
+                    next_sweep = time.monotonic() + sweep_every
             except Exception:  # an input that could not be stored stays in intake/; the next recovery takes it
                 log.exception("intake failed; retrying")
             self._stop.wait(poll)

@@ -75,7 +75,7 @@ class Operations:
             return [self._parked_item(conn, row) for row in conn.execute(query)]
 
     def _parked_item(self, conn: Connection, row: Any) -> dict[str, Any]:
-        target = f"{row.partner}/out/{row.file_name}" if row.kind == "deliver" else f"{row.kind} in the hub"
+        target = f"{row.partner}/out/{row.file_name}" if row.direction == "out" else f"{row.kind} in the hub"
         attempts = []
         parked_at = None
         for event in self.store.history(conn, row.id):

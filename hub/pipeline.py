@@ -20,10 +20,12 @@ at a time asks a signer that could not sign; the others wait without touching it
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import io
 import json
 import logging
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -47,6 +49,7 @@ from hub.errors import (
     MESSAGE_TOO_LARGE,
     NO_ROUTE,
     OUT_OF_ORDER,
+    RECEIPT_TIMEOUT,
     RETRIES_EXHAUSTED,
     SIGNATURE_CHECK_FAILURES,
     UNKNOWN_REFERENCE,
@@ -122,6 +125,12 @@ def _root_name(xml: bytes) -> str:
     return str(etree.QName(root).localname)
 
 
+def _version(message: CanonicalMessage) -> str:
+    """The document's version: its content as declared (appTime included) but not its message id. A sender that
+    sends a document again under a new id keeps its version; a change, or a new declaration, makes a new one."""
+    return hashlib.sha256(message.model_dump_json(by_alias=True, exclude={"message_id"}).encode()).hexdigest()
+
+
 def _node_verdict(answer: DxpAnswer) -> str:
     said = [f"{answer.code} {answer.info or ''}".strip()]
     said += [f"{r.receiver_id}: {r.code} {r.info or ''}".strip() for r in answer.results]
@@ -190,7 +199,7 @@ class Pipeline:
     # -- work -----------------------------------------------------------------------------------------
 
     def handle(self, item: WorkItem) -> None:
-        handlers = {"process": self._process, "deliver": self._deliver, "settle": self._settle}
+        handlers = {"process": self._process, "deliver": self._deliver, "resend": self._resend, "settle": self._settle}
         try:
             handlers[item.kind](item)
         except LeaseLost as exc:
@@ -388,27 +397,40 @@ class Pipeline:
         message, destination = prepared.message, prepared.destination
         sender, fmt = row.partner, self.formats[row.partner]
         mtype, mid = message.message_type, message.message_id
+        canonical = message.model_dump_json(by_alias=True)
 
         def refuse(code: Any, text: str, *loc: str | int) -> HubError:
             return HubError(code, text, fmt.field_path(mtype, loc), message_id=mid, message_type=mtype)
 
         first = self.store.first_seen(conn, sender, mid)
         if first:
-            raise refuse(DUPLICATE_MESSAGE, f"message {mid} was already received from {sender} (hub id {first})",
-                         "messageId")
+            raise self._duplicate(conn, first, canonical, refuse)
         if destination is None or prepared.payload is None:
             raise refuse(NO_ROUTE, f"no route takes {mtype} from {sender}", "messageId")
-        verdict = self._judge(conn, message, refuse)
+        key = message.business_key()
+        version = _version(message) if key is not None else None
+        earlier = self.store.first_version(conn, mtype, key, version) if key and version else None
+        # A version taken before is answered as it was, whatever state the conversation has moved on to.
+        verdict = None if earlier else self._judge(conn, message, refuse)
 
         # Every check has passed: record the decision, the onward message and the receipt together.
-        key = message.business_key()
         self.store.mark_seen(conn, sender, mid, row.id)
         self.store.set_state(
-            conn, row.id, "accepted", f"{mtype} {mid}",
+            conn, row.id, "accepted", f"{mtype} {mid}" + (f", the same version as {earlier}" if earlier else ""),
             message_id=mid, message_type=mtype, family=message.family, business_key=key,
-            canonical=message.model_dump_json(by_alias=True), **_NO_ERROR,
+            canonical=canonical, **_NO_ERROR,
         )
-        if key is not None:
+        if verdict is None:
+            assert earlier is not None
+            original = self.store.get_message(conn, earlier)
+            receipt = self.store.receipt_of(conn, earlier)
+            info = (f"{mtype} {key} acknowledged again: it repeats message {original.message_id}, accepted before "
+                    f"(receipt {receipt.message_id if receipt else 'none'}); not forwarded again")
+            self._answer(conn, row, message, ReturnStatus.ACCEPTED, info, [])
+            log.info("%s %s from %s repeats %s: answered, not forwarded", mtype, mid, sender, original.message_id)
+            return
+        if key is not None and version is not None:
+            self.store.mark_version(conn, mtype, key, version, row.id)
             enterprise = getattr(message, "enterprise", None)
             self.store.set_conversation(conn, message.family, key, enterprise.uscc if enterprise else "",
                                         verdict.becomes)
@@ -421,6 +443,24 @@ class Pipeline:
             info = f"{mtype} accepted and forwarded to {destination}"
         self._answer(conn, row, message, ReturnStatus.ACCEPTED, info, [])
         log.info("accepted %s %s from %s (%s)", mtype, mid, sender, info)
+
+    def _duplicate(self, conn: Connection, first: str, canonical: str, refuse: Any) -> HubError:
+        """A message id taken before. The copy is refused DUPLICATE_MESSAGE either way, so nothing is processed
+        twice (issue 2). When it is the same message (its sender, having missed the answer, sent it again), the
+        original's receipt is delivered again too, the same bytes under the same name, so the sender gets it
+        (issue 5); a different message under a used id gets only the refusal: the original's receipt does not
+        answer it."""
+        original = self.store.get_message(conn, first)
+        said = f"message {original.message_id} was already received from {original.partner} (hub id {first})"
+        if original.canonical != canonical:
+            return refuse(DUPLICATE_MESSAGE, f"{said} with other content: a message id names one message",
+                          "messageId")
+        receipt = self.store.receipt_of(conn, first)
+        if receipt is None:
+            return refuse(DUPLICATE_MESSAGE, said, "messageId")
+        self.queue.enqueue(conn, "resend", receipt.id)
+        return refuse(DUPLICATE_MESSAGE, f"{said} and {original.state}: its receipt {receipt.message_id} is sent "
+                      "again; this copy is not processed", "messageId")
 
     def _judge(self, conn: Connection, message: CanonicalMessage, refuse: Any) -> Verdict:
         key = message.business_key()
@@ -485,6 +525,7 @@ class Pipeline:
             )
         good = receipt.return_status in (ReturnStatus.RECEIVED, ReturnStatus.ACCEPTED, ReturnStatus.CONCLUDED,
                                           ReturnStatus.FINAL)
+        self.store.stop_awaiting(conn, answered)
         self.store.set_state(conn, answered, "acknowledged" if good else "refused",
                              f"receipt {receipt.return_status.value}: {receipt.return_info}")
         self.store.set_state(conn, row.id, "accepted", f"receipt for {receipt.ref_message_id}",
@@ -513,8 +554,9 @@ class Pipeline:
         for message, answer in answered:
             if answer.succeeded(success):
                 self.store.add_event(conn, message, "taken-by-node", f"taken by the node: {_node_verdict(answer)}")
-            else:
+            else:  # no business receipt will come for it
                 self.store.set_state(conn, message, "refused", f"refused by the node: {_node_verdict(answer)}")
+                self.store.stop_awaiting(conn, message)
         self.store.set_state(conn, row.id, "accepted",
                              f"DxpRep for {', '.join(a.original.cop_msg_id for _, a in answered)}",
                              message_type="DxpRep", family="envelope")
@@ -594,9 +636,67 @@ class Pipeline:
             self.channels[row.partner].deliver(row.file_name, row.raw)
         with self.store.begin() as conn:
             if row.state == "pending":
-                self.store.set_state(conn, row.id, "delivered", f"{row.partner}/out/{row.file_name}")
+                target = f"{row.partner}/out/{row.file_name}"
+                if not self.store.advance(conn, row.id, "pending", "delivered", target):
+                    # The partner's receipt came (and was noted) since the bytes landed: its state stands.
+                    self.store.add_event(conn, row.id, "delivered", target)
+                elif row.message_type not in _NEVER_ANSWERED:
+                    timeout = self.config.partners[row.partner].receipt_timeout_seconds
+                    self.store.await_receipt(conn, row.id, row.partner, time.time() + timeout)
             self.queue.complete(conn, item)
         log.info("delivered %s to %s/out/%s", row.message_type, row.partner, row.file_name)
+
+    def _resend(self, item: WorkItem) -> None:
+        """Deliver a delivered message again: the same bytes under the same name, the same message id, so the
+        receiver can tell. A message awaiting its receipt is resent while the partner's resends last, then
+        parked RECEIPT_TIMEOUT; a receipt (answering a message its sender sent again) whenever asked."""
+        with self.store.read() as conn:
+            row = self.store.get_message(conn, item.message)
+            awaited = self.store.awaited(conn, row.id)
+        if row.state == "pending":  # replayed after it was parked: delivered afresh, its resends counted afresh
+            self._deliver(item)
+            return
+        chased = row.message_type not in _NEVER_ANSWERED
+        if chased and (awaited is None or row.state != "delivered"):  # its receipt came meanwhile
+            with self.store.begin() as conn:
+                self.queue.complete(conn, item)
+            return
+        partner = self.config.partners[row.partner]
+        target = f"{row.partner}/out/{row.file_name}"
+        if chased and awaited.resends >= partner.receipt_resends:
+            raise HubError(RECEIPT_TIMEOUT, f"no receipt from {row.partner} for {row.message_type} "
+                           f"{row.message_id} ({target}) within {partner.receipt_timeout_seconds:g} s of its "
+                           f"delivery nor of any of its {awaited.resends} resends")
+        self.channels[row.partner].deliver(row.file_name, row.raw)
+        with self.store.begin() as conn:
+            if chased:
+                self.store.postpone_receipt(conn, row.id, time.time() + partner.receipt_timeout_seconds, resent=True)
+                why = (f"no receipt within {partner.receipt_timeout_seconds:g} s (resend {awaited.resends + 1} of "
+                       f"{partner.receipt_resends})")
+            else:
+                why = "its message came again"
+            self.store.add_event(conn, row.id, "resent", f"{why}: {target}, {len(row.raw)} bytes")
+            self.queue.complete(conn, item)
+        log.info("resent %s %s to %s", row.message_type, row.message_id, target)
+
+    def sweep_overdue_receipts(self, now: float | None = None) -> int:
+        """Schedule a resend of every delivered message whose receipt is overdue (the resend parks it as
+        RECEIPT_TIMEOUT once the partner's resends are spent); returns how many. Idempotent and safe with several
+        hub processes: in one serialised write transaction each due time moves on before its resend is
+        scheduled, so another sweep, here or in another process, finds nothing due."""
+        now = time.time() if now is None else now
+        with self.store.read() as conn:  # most sweeps find nothing: they need not wait for the write lock
+            if not self.store.overdue_receipts(conn, now, limit=1):
+                return 0
+        with self.store.begin() as conn:
+            overdue = self.store.overdue_receipts(conn, now)
+            for message, partner in overdue:
+                timeout = self.config.partners[partner].receipt_timeout_seconds
+                self.store.postpone_receipt(conn, message, now + timeout)
+                self.queue.enqueue(conn, "resend", message)
+        if overdue:
+            log.warning("%d receipts overdue: resends scheduled", len(overdue))
+        return len(overdue)
 
     def _settle(self, item: WorkItem) -> None:
         with self.store.read() as conn:

@@ -102,6 +102,28 @@ seen_messages = Table(
     Column("first", String(36), ForeignKey("messages.id"), nullable=False),
 )
 
+# Idempotent consumer by business key and version: one document (its content, appTime included, but not its
+# message id) is taken once under its key, whatever id its sender gives it when it sends it again.
+seen_versions = Table(
+    "seen_versions",
+    metadata,
+    Column("message_type", String(40), primary_key=True),
+    Column("business_key", String(60), primary_key=True),
+    Column("version", String(64), primary_key=True),  # sha-256 of the canonical content without the message id
+    Column("first", String(36), ForeignKey("messages.id"), nullable=False),
+)
+
+# Delivered messages whose receipt has not come: due when the partner's receipt timeout passes.
+awaited_receipts = Table(
+    "awaited_receipts",
+    metadata,
+    Column("message", String(36), ForeignKey("messages.id"), primary_key=True),
+    Column("partner", String(40), nullable=False),
+    Column("due_at", Float, nullable=False),
+    Column("resends", Integer, nullable=False),  # sent again for want of the receipt, since the last delivery
+    Index("ix_awaited_receipts_due", "due_at"),
+)
+
 # Business identifiers other than a conversation's key that later messages cite (a claim names its policy by
 # number; the policy's conversation is keyed by its proposal), recorded when the message is accepted.
 references = Table(
@@ -143,6 +165,23 @@ _INSERT_SEEN = insert(seen_messages)
 _FIRST_SEEN = select(seen_messages.c.first).where(
     seen_messages.c.partner == bindparam("_partner"), seen_messages.c.message_id == bindparam("_message_id")
 )
+_INSERT_VERSION = insert(seen_versions)
+_FIRST_VERSION = select(seen_versions.c.first).where(
+    seen_versions.c.message_type == bindparam("_type"), seen_versions.c.business_key == bindparam("_key"),
+    seen_versions.c.version == bindparam("_version"),
+)
+_UPDATE_STATE_FROM = update(messages).where(messages.c.id == bindparam("_id"), messages.c.state == bindparam("_from"))
+_AWAIT = insert(awaited_receipts)
+_STOP_AWAITING = delete(awaited_receipts).where(awaited_receipts.c.message == bindparam("_message"))
+_AWAITED = select(awaited_receipts).where(awaited_receipts.c.message == bindparam("_message"))
+_OVERDUE = (
+    select(awaited_receipts.c.message, awaited_receipts.c.partner)
+    .join(messages, messages.c.id == awaited_receipts.c.message)
+    .where(awaited_receipts.c.due_at <= bindparam("_now"), messages.c.state == "delivered")
+    .order_by(awaited_receipts.c.due_at)
+)
+_POSTPONE = update(awaited_receipts).where(awaited_receipts.c.message == bindparam("_message"))
+_RESENT = _POSTPONE.values(resends=awaited_receipts.c.resends + 1)
 _CONVERSATION = select(conversations).where(
     conversations.c.family == bindparam("_family"), conversations.c.business_key == bindparam("_key")
 )
@@ -245,6 +284,16 @@ class Store:
         Store.add_event(conn, message, state, detail)
 
     @staticmethod
+    def advance(conn: Connection, message: str, before: str, state: str, detail: str = "") -> bool:
+        """Move a message from state `before` to `state`; False (and nothing recorded) if it has moved on."""
+        moved = conn.execute(
+            _UPDATE_STATE_FROM, {"_id": message, "_from": before, "state": state, "updated_at": time.time()}
+        ).rowcount
+        if moved:
+            Store.add_event(conn, message, state, detail)
+        return bool(moved)
+
+    @staticmethod
     def add_event(conn: Connection, message: str, name: str, detail: str = "") -> None:
         conn.execute(_INSERT_EVENT, {"message": message, "at": time.time(), "event": name, "detail": detail})
 
@@ -270,6 +319,73 @@ class Store:
     @staticmethod
     def mark_seen(conn: Connection, partner: str, message_id: str, first: str) -> None:
         conn.execute(_INSERT_SEEN, {"partner": partner, "message_id": message_id, "first": first})
+
+    @staticmethod
+    def first_version(conn: Connection, message_type: str, business_key: str, version: str) -> str | None:
+        row = conn.execute(_FIRST_VERSION, {"_type": message_type, "_key": business_key, "_version": version}).first()
+        return row[0] if row else None
+
+    @staticmethod
+    def mark_version(conn: Connection, message_type: str, business_key: str, version: str, first: str) -> None:
+        conn.execute(_INSERT_VERSION, {"message_type": message_type, "business_key": business_key,
+                                       "version": version, "first": first})
+
+    @staticmethod
+    def receipt_of(conn: Connection, message: str) -> Any:
+        """The receipt the hub sent answering an inbound message (its hub id and message id), if any."""
+        return conn.execute(
+            select(messages.c.id, messages.c.message_id)
+            .where(messages.c.answers == message, messages.c.message_type == "Receipt")
+        ).first()
+
+    # -- receipts awaited ----------------------------------------------------------------------------
+
+    @staticmethod
+    def await_receipt(conn: Connection, message: str, partner: str, due_at: float) -> None:
+        """Its receipt is due by `due_at`, counting resends afresh (a replay after parking delivers it anew)."""
+        conn.execute(_STOP_AWAITING, {"_message": message})
+        conn.execute(_AWAIT, {"message": message, "partner": partner, "due_at": due_at, "resends": 0})
+
+    @staticmethod
+    def stop_awaiting(conn: Connection, message: str) -> None:
+        conn.execute(_STOP_AWAITING, {"_message": message})
+
+    @staticmethod
+    def awaited(conn: Connection, message: str) -> Any:
+        return conn.execute(_AWAITED, {"_message": message}).one_or_none()
+
+    @staticmethod
+    def overdue_receipts(conn: Connection, now: float, limit: int = 500) -> list[Any]:
+        """Delivered messages whose receipt is overdue, most overdue first: (message, partner)."""
+        return list(conn.execute(_OVERDUE.limit(limit), {"_now": now}))
+
+    @staticmethod
+    def postpone_receipt(conn: Connection, message: str, due_at: float, resent: bool = False) -> None:
+        """A new due time; `resent`: the message was just sent again, one more resend counted."""
+        conn.execute(_RESENT if resent else _POSTPONE, {"_message": message, "due_at": due_at})
+
+    @staticmethod
+    def receipts_awaited(conn: Connection, now: float) -> dict[str, dict[str, int]]:
+        """By partner: messages awaiting their receipt, how many of them are overdue, how many were resent,
+        and how many were parked for want of one."""
+        counts: dict[str, dict[str, int]] = {}
+        for partner, awaited, overdue, resent in conn.execute(
+            select(awaited_receipts.c.partner, func.count(),
+                   func.count().filter(awaited_receipts.c.due_at <= now),
+                   func.count().filter(awaited_receipts.c.resends > 0))
+            .join(messages, messages.c.id == awaited_receipts.c.message)
+            .where(messages.c.state == "delivered")
+            .group_by(awaited_receipts.c.partner)
+        ):
+            counts[partner] = {"awaited": awaited, "overdue": overdue, "resent": resent, "timed_out": 0}
+        for partner, timed_out in conn.execute(
+            select(messages.c.partner, func.count())
+            .where(messages.c.direction == "out", messages.c.state == "parked",
+                   messages.c.error_code == "RECEIPT_TIMEOUT")
+            .group_by(messages.c.partner)
+        ):
+            counts.setdefault(partner, {"awaited": 0, "overdue": 0, "resent": 0})["timed_out"] = timed_out
+        return counts
 
     # -- conversations -------------------------------------------------------------------------------
 
