@@ -224,7 +224,7 @@ class Pipeline:
             with self.store.begin() as conn:
                 self.store.add_event(
                     conn, item.message, "retry",
-                    f"{item.kind} attempt {item.attempts} failed: {err}; next in {delay:.1f} s",
+                    f"{item.kind} attempt {item.attempts} failed: {err}; next in {delay:.2f} s",
                 )
             log.warning("%s of %s failed (attempt %d): %s; retry in %.1f s",
                         item.kind, item.message, item.attempts, err, delay)
