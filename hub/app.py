@@ -243,13 +243,14 @@ class Hub:
         """Inputs taken from a partner but not stored (the hub died in between) are stored now."""
         claimed_before = time.time() - RECOVER_GRACE_SECONDS
         for channel in self.channels.values():
+            abandoned = []
             for claimed in channel.recover():
                 try:
-                    abandoned = claimed.path.stat().st_ctime < claimed_before
+                    if claimed.path.stat().st_ctime < claimed_before:
+                        abandoned.append(claimed)
                 except FileNotFoundError:
                     continue  # settled since it was listed
-                if abandoned:
-                    self.pipeline.take_in(claimed)
+            self.pipeline.take_in(abandoned)
 
     def _intake_loop(self) -> None:
         poll = min(p.channel.poll_seconds for p in self.config.partners.values())
@@ -260,8 +261,7 @@ class Hub:
         while not self._stop.is_set():
             try:
                 for channel in self.channels.values():
-                    for claimed in channel.poll():
-                        self.pipeline.take_in(claimed)
+                    self.pipeline.take_in(channel.poll())
                 if time.monotonic() >= next_recover:
                     self._recover()
                     next_recover = time.monotonic() + RECOVER_EVERY_SECONDS

@@ -120,6 +120,7 @@ class Operations:
             if row.state == "parked":  # the step only runs on a message in the state it starts from
                 conn.execute(update(messages).where(messages.c.id == hub_id)
                              .values(state=_BEFORE_STEP[row.direction], updated_at=time.time()))
+                self.store.stop_awaiting(conn, hub_id)  # delivered afresh, it awaits its receipt afresh
             said = ", ".join(f"{state} {kind} runs now" for kind, state in items)
             self.store.add_event(conn, hub_id, REPLAYED, f"replayed by operator: {said}")
         return Outcome(hub_id, True, f"replayed: {said}")

@@ -81,6 +81,7 @@ from hub.workqueue import DbWorkQueue, LeaseLost, WorkItem
 log = logging.getLogger("hub.pipeline")
 
 _MAX_RECEIPT_ERRORS = 20
+_INTAKE_BATCH = 50  # inputs stored per transaction
 RECEIVED = "received"
 AWAITING_SIGNATURE = "awaiting-signature"
 _UNDECIDED = (RECEIVED, AWAITING_SIGNATURE)
@@ -176,25 +177,33 @@ class Pipeline:
 
     # -- intake ---------------------------------------------------------------------------------------
 
-    def take_in(self, claimed: ClaimedInput) -> None:
-        """Store an input as received and schedule its processing, once, whatever crashed before."""
-        with self.store.read() as conn:
-            if self.store.message_exists(conn, claimed.hub_id):
-                return
-        try:
-            raw = claimed.read(self.config.partners[claimed.partner].max_message_bytes)
-        except FileNotFoundError:
-            return  # a worker settled it since it was listed, so it was stored
+    def take_in(self, claimed: Sequence[ClaimedInput]) -> None:
+        """Store inputs as received and schedule their processing, once each, whatever crashed before: one
+        transaction per batch (a poll may bring hundreds; one each spent the hub's time on commits)."""
+        for start in range(0, len(claimed), _INTAKE_BATCH):
+            self._take_in(claimed[start:start + _INTAKE_BATCH])
+
+    def _take_in(self, claimed: Sequence[ClaimedInput]) -> None:
+        taken = []
+        for each in claimed:
+            try:
+                taken.append((each, each.read(self.config.partners[each.partner].max_message_bytes)))
+            except FileNotFoundError:
+                continue  # a worker settled it since it was listed, so it was stored
+        if not taken:
+            return
         with self.store.begin() as conn:
-            if self.store.message_exists(conn, claimed.hub_id):
-                return
-            self.store.add_message(
-                conn, id=claimed.hub_id, direction="in", partner=claimed.partner, state=RECEIVED,
-                file_name=claimed.name, size=claimed.size, raw=raw,
-                event_detail=f"{claimed.partner}/in/{claimed.name}, {claimed.size} bytes",
-            )
-            self.queue.enqueue(conn, "process", claimed.hub_id)
-        log.info("received %s/in/%s as %s (%d bytes)", claimed.partner, claimed.name, claimed.hub_id, claimed.size)
+            for each, raw in taken:
+                if self.store.message_exists(conn, each.hub_id):  # recovered after a crash, stored before it
+                    continue
+                self.store.add_message(
+                    conn, id=each.hub_id, direction="in", partner=each.partner, state=RECEIVED,
+                    file_name=each.name, size=each.size, raw=raw,
+                    event_detail=f"{each.partner}/in/{each.name}, {each.size} bytes",
+                )
+                self.queue.enqueue(conn, "process", each.hub_id)
+        for each, _raw in taken:
+            log.info("received %s/in/%s as %s (%d bytes)", each.partner, each.name, each.hub_id, each.size)
 
     # -- work -----------------------------------------------------------------------------------------
 
@@ -256,7 +265,7 @@ class Pipeline:
             self._wait(item, row, err)
             return
         with self.store.begin() as conn:
-            if prepared is not None and self.store.get_message(conn, row.id).state in _UNDECIDED:
+            if prepared is not None and self.store.state_of(conn, row.id) in _UNDECIDED:
                 if not isinstance(prepared, DxpResponse) and prepared.taken is not None:
                     self._answer_envelope(conn, row, prepared.taken)
                 try:
@@ -274,8 +283,44 @@ class Pipeline:
                     if err.disposition is not Disposition.REJECT:
                         raise
                     self._reject(conn, row, err, prepared.refused if isinstance(prepared, Refused) else None)
+        self._follow_through(item)
+
+    def _follow_through(self, item: WorkItem) -> None:
+        """Deliver what the decision scheduled and settle the input, under the process item's lease: no more
+        work items, claims and transactions for them. A crash before the item completes runs it again (the
+        decision is kept, what is still pending is delivered, settling twice is harmless); a delivery or settle
+        that fails here becomes a work item of its own under the retry policy."""
+        with self.store.read() as conn:
+            row = self.store.get_head(conn, item.message)
+            pending = self.store.pending_answers(conn, item.message)
+        delivered, failed = [], []
+        for out in pending:
+            try:
+                self.channels[out.partner].deliver(out.file_name, out.raw)
+                delivered.append(out)
+            except OSError as exc:
+                log.warning("delivery of %s to %s/out/%s failed: %s; it retries on its own", out.message_type,
+                            out.partner, out.file_name, exc)
+                failed.append(out)
+        settled = None
+        if row.state not in _UNDECIDED:  # a message waiting for its signature has nothing to settle yet
+            try:
+                settled = self._settle_input(row)
+            except OSError as exc:
+                log.warning("settling %s/intake/%s failed: %s; it retries on its own", row.partner, row.file_name,
+                            exc)
+        with self.store.begin() as conn:
+            for out in delivered:
+                self._delivered(conn, out)
+            for out in failed:
+                self.queue.enqueue(conn, "deliver", out.id)
+            if settled is None and row.state not in _UNDECIDED:
                 self.queue.enqueue(conn, "settle", row.id)
+            elif settled:
+                self.store.add_event(conn, row.id, "settled", settled)
             self.queue.complete(conn, item)
+        for out in delivered:
+            log.info("delivered %s to %s/out/%s", out.message_type, out.partner, out.file_name)
 
     def _wait(self, item: WorkItem, row: Any, err: HubError) -> None:
         """The receiver's signer cannot sign now: the same step again later, as a fresh item (no attempt spent)."""
@@ -433,7 +478,7 @@ class Pipeline:
             self.store.mark_version(conn, mtype, key, version, row.id)
             enterprise = getattr(message, "enterprise", None)
             self.store.set_conversation(conn, message.family, key, enterprise.uscc if enterprise else "",
-                                        verdict.becomes)
+                                        verdict.becomes, verdict.opens)
         if isinstance(message, PolicyIssued):  # claims name the policy by its number, not by its proposal
             self.store.add_reference(conn, "policy", message.policy_no, row.id)
         if verdict.repeat:
@@ -622,10 +667,10 @@ class Pipeline:
 
     def _schedule(self, conn: Connection, partner: str, payload: bytes, answers: str, detail: str,
                   **described: Any) -> None:
-        """Store the bytes exactly as they will be delivered, and schedule their delivery (the outbox)."""
-        out = self.store.add_message(conn, direction="out", partner=partner, state="pending", size=len(payload),
-                                     raw=payload, answers=answers, event_detail=detail, **described)
-        self.queue.enqueue(conn, "deliver", out)
+        """Store the bytes exactly as they will be delivered (the outbox): the process step that stored them
+        delivers them before it completes."""
+        self.store.add_message(conn, direction="out", partner=partner, state="pending", size=len(payload),
+                               raw=payload, answers=answers, event_detail=detail, **described)
 
     # -- deliver and settle ---------------------------------------------------------------------------
 
@@ -636,15 +681,18 @@ class Pipeline:
             self.channels[row.partner].deliver(row.file_name, row.raw)
         with self.store.begin() as conn:
             if row.state == "pending":
-                target = f"{row.partner}/out/{row.file_name}"
-                if not self.store.advance(conn, row.id, "pending", "delivered", target):
-                    # The partner's receipt came (and was noted) since the bytes landed: its state stands.
-                    self.store.add_event(conn, row.id, "delivered", target)
-                elif row.message_type not in _NEVER_ANSWERED:
-                    timeout = self.config.partners[row.partner].receipt_timeout_seconds
-                    self.store.await_receipt(conn, row.id, row.partner, time.time() + timeout)
+                self._delivered(conn, row)
             self.queue.complete(conn, item)
         log.info("delivered %s to %s/out/%s", row.message_type, row.partner, row.file_name)
+
+    def _delivered(self, conn: Connection, row: Any) -> None:
+        target = f"{row.partner}/out/{row.file_name}"
+        if not self.store.advance(conn, row.id, "pending", "delivered", target):
+            # The partner's receipt came (and was noted) since the bytes landed: its state stands.
+            self.store.add_event(conn, row.id, "delivered", target)
+        elif row.message_type not in _NEVER_ANSWERED:
+            timeout = self.config.partners[row.partner].receipt_timeout_seconds
+            self.store.await_receipt(conn, row.id, row.partner, time.time() + timeout)
 
     def _resend(self, item: WorkItem) -> None:
         """Deliver a delivered message again: the same bytes under the same name, the same message id, so the
@@ -701,6 +749,15 @@ class Pipeline:
     def _settle(self, item: WorkItem) -> None:
         with self.store.read() as conn:
             row = self.store.get_message(conn, item.message)
+        settled = self._settle_input(row)
+        with self.store.begin() as conn:
+            if settled:
+                self.store.add_event(conn, row.id, "settled", settled)
+            self.queue.complete(conn, item)
+
+    def _settle_input(self, row: Any) -> str | None:
+        """File the input where it belongs (archive/, or rejected/ beside its errors); where it went, or None if
+        it was filed before."""
         accepted = row.state == "accepted"
         error = None
         if not accepted:
@@ -714,8 +771,6 @@ class Pipeline:
             found = json.loads(receipt)["errors"] if receipt else [
                 {"code": row.error_code, "field": field, "message": row.error_message}]
             error = {"code": row.error_code, "message": row.error_message, "field": field, "errors": found}
-        self.channels[row.partner].settle(row.file_name, row.id, accepted, error)
-        with self.store.begin() as conn:
-            where = "archive" if accepted else "rejected"
-            self.store.add_event(conn, row.id, "settled", f"{row.partner}/{where}/{row.file_name}")
-            self.queue.complete(conn, item)
+        if not self.channels[row.partner].settle(row.file_name, row.id, accepted, error):
+            return None
+        return f"{row.partner}/{'archive' if accepted else 'rejected'}/{row.file_name}"

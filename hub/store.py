@@ -153,6 +153,7 @@ work = Table(
 
 
 _WRITE = "hub_write"
+_EVENTS = "hub_events"  # a write transaction's events, inserted when it ends
 
 # Statements built once: the hot path passes only parameters. Building them per call (`.values(**kw)`) spent
 # most of the hub's time in SQLAlchemy's statement coercion and cache-key generation (measured).
@@ -160,6 +161,11 @@ _INSERT_MESSAGE = insert(messages)
 _INSERT_EVENT = insert(events)
 _UPDATE_MESSAGE = update(messages).where(messages.c.id == bindparam("_id"))
 _GET_MESSAGE = select(messages).where(messages.c.id == bindparam("_id"))
+_PENDING_ANSWERS = select(messages).where(messages.c.answers == bindparam("_id"), messages.c.state == "pending")
+_GET_HEAD = select(*(c for c in messages.c if c.name not in ("raw", "canonical"))).where(
+    messages.c.id == bindparam("_id")
+)
+_GET_STATE = select(messages.c.state).where(messages.c.id == bindparam("_id"))
 _MESSAGE_EXISTS = select(messages.c.id).where(messages.c.id == bindparam("_id"))
 _INSERT_SEEN = insert(seen_messages)
 _FIRST_SEEN = select(seen_messages.c.first).where(
@@ -185,6 +191,7 @@ _RESENT = _POSTPONE.values(resends=awaited_receipts.c.resends + 1)
 _CONVERSATION = select(conversations).where(
     conversations.c.family == bindparam("_family"), conversations.c.business_key == bindparam("_key")
 )
+_INSERT_CONVERSATION = insert(conversations)
 _UPDATE_CONVERSATION = (
     update(conversations)
     .where(conversations.c.family == bindparam("_family"), conversations.c.business_key == bindparam("_key"))
@@ -258,7 +265,13 @@ class Store:
         with self._writer, self.engine.connect().execution_options(**{_WRITE: True}) as conn, conn.begin():
             if serial and not self.is_sqlite:
                 conn.execute(_SERIAL_WRITES)
-            yield conn
+            events = conn.info[_EVENTS] = []
+            try:
+                yield conn
+                if events:
+                    conn.execute(_INSERT_EVENT, events)
+            finally:
+                del conn.info[_EVENTS]
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
@@ -295,11 +308,30 @@ class Store:
 
     @staticmethod
     def add_event(conn: Connection, message: str, name: str, detail: str = "") -> None:
-        conn.execute(_INSERT_EVENT, {"message": message, "at": time.time(), "event": name, "detail": detail})
+        """In a write transaction the events are inserted together when it ends (one statement, not one each)."""
+        event = {"message": message, "at": time.time(), "event": name, "detail": detail}
+        if _EVENTS in conn.info:
+            conn.info[_EVENTS].append(event)
+        else:
+            conn.execute(_INSERT_EVENT, event)
 
     @staticmethod
     def get_message(conn: Connection, message: str) -> Any:
         return conn.execute(_GET_MESSAGE, {"_id": message}).one_or_none()
+
+    @staticmethod
+    def get_head(conn: Connection, message: str) -> Any:
+        """A message without its bytes and canonical form."""
+        return conn.execute(_GET_HEAD, {"_id": message}).one_or_none()
+
+    @staticmethod
+    def state_of(conn: Connection, message: str) -> str | None:
+        return conn.execute(_GET_STATE, {"_id": message}).scalar()
+
+    @staticmethod
+    def pending_answers(conn: Connection, message: str) -> list[Any]:
+        """What the hub stored to send for an inbound message (forwarded copy, receipt, DxpRep), not yet sent."""
+        return list(conn.execute(_PENDING_ANSWERS, {"_id": message}))
 
     @staticmethod
     def message_exists(conn: Connection, message: str) -> bool:
@@ -342,8 +374,8 @@ class Store:
 
     @staticmethod
     def await_receipt(conn: Connection, message: str, partner: str, due_at: float) -> None:
-        """Its receipt is due by `due_at`, counting resends afresh (a replay after parking delivers it anew)."""
-        conn.execute(_STOP_AWAITING, {"_message": message})
+        """Its receipt is due by `due_at` (an operator's replay of a message parked for want of one ended the
+        earlier wait: stop_awaiting)."""
         conn.execute(_AWAIT, {"message": message, "partner": partner, "due_at": due_at, "resends": 0})
 
     @staticmethod
@@ -394,18 +426,18 @@ class Store:
         return conn.execute(_CONVERSATION, {"_family": family, "_key": business_key}).one_or_none()
 
     @staticmethod
-    def set_conversation(conn: Connection, family: str, business_key: str, enterprise: str, state: str) -> None:
+    def set_conversation(
+        conn: Connection, family: str, business_key: str, enterprise: str, state: str, opens: bool
+    ) -> None:
+        """`opens`: the conversation is new (its key was looked up in this transaction and not found)."""
         now = time.time()
-        changed = conn.execute(
-            _UPDATE_CONVERSATION, {"_family": family, "_key": business_key, "state": state, "updated_at": now}
-        ).rowcount
-        if not changed:
-            conn.execute(
-                insert(conversations).values(
-                    family=family, business_key=business_key, enterprise=enterprise, state=state,
-                    created_at=now, updated_at=now,
-                )
-            )
+        if opens:
+            conn.execute(_INSERT_CONVERSATION, {"family": family, "business_key": business_key,
+                                                "enterprise": enterprise, "state": state, "created_at": now,
+                                                "updated_at": now})
+        else:
+            conn.execute(_UPDATE_CONVERSATION, {"_family": family, "_key": business_key, "state": state,
+                                                "updated_at": now})
 
     @staticmethod
     def enterprise_in_state(conn: Connection, family: str, enterprise: str, state: str) -> bool:
