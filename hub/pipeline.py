@@ -177,13 +177,14 @@ class Pipeline:
 
     # -- intake ---------------------------------------------------------------------------------------
 
-    def take_in(self, claimed: Sequence[ClaimedInput]) -> None:
+    def take_in(self, claimed: Sequence[ClaimedInput], recovered: bool = False) -> None:
         """Store inputs as received and schedule their processing, once each, whatever crashed before: one
-        transaction per batch (a poll may bring hundreds; one each spent the hub's time on commits)."""
+        transaction per batch (a poll may bring hundreds; one each spent the hub's time on commits).
+        `recovered`: found in intake/ after a crash, so perhaps stored before it (a fresh poll's hub ids are new)."""
         for start in range(0, len(claimed), _INTAKE_BATCH):
-            self._take_in(claimed[start:start + _INTAKE_BATCH])
+            self._take_in(claimed[start:start + _INTAKE_BATCH], recovered)
 
-    def _take_in(self, claimed: Sequence[ClaimedInput]) -> None:
+    def _take_in(self, claimed: Sequence[ClaimedInput], recovered: bool) -> None:
         taken = []
         for each in claimed:
             try:
@@ -194,7 +195,7 @@ class Pipeline:
             return
         with self.store.begin() as conn:
             for each, raw in taken:
-                if self.store.message_exists(conn, each.hub_id):  # recovered after a crash, stored before it
+                if recovered and self.store.message_exists(conn, each.hub_id):
                     continue
                 self.store.add_message(
                     conn, id=each.hub_id, direction="in", partner=each.partner, state=RECEIVED,
@@ -283,16 +284,14 @@ class Pipeline:
                     if err.disposition is not Disposition.REJECT:
                         raise
                     self._reject(conn, row, err, prepared.refused if isinstance(prepared, Refused) else None)
-        self._follow_through(item)
+            decided, pending = self.store.get_head(conn, row.id), self.store.pending_answers(conn, row.id)
+        self._follow_through(item, decided, pending)
 
-    def _follow_through(self, item: WorkItem) -> None:
+    def _follow_through(self, item: WorkItem, row: Any, pending: list[Any]) -> None:
         """Deliver what the decision scheduled and settle the input, under the process item's lease: no more
         work items, claims and transactions for them. A crash before the item completes runs it again (the
         decision is kept, what is still pending is delivered, settling twice is harmless); a delivery or settle
         that fails here becomes a work item of its own under the retry policy."""
-        with self.store.read() as conn:
-            row = self.store.get_head(conn, item.message)
-            pending = self.store.pending_answers(conn, item.message)
         delivered, failed = [], []
         for out in pending:
             try:
@@ -309,7 +308,9 @@ class Pipeline:
             except OSError as exc:
                 log.warning("settling %s/intake/%s failed: %s; it retries on its own", row.partner, row.file_name,
                             exc)
-        with self.store.begin() as conn:
+        # Not serialised with other processes' decisions: nothing here checks before it writes but `advance`,
+        # one conditional update.
+        with self.store.begin(serial=False) as conn:
             for out in delivered:
                 self._delivered(conn, out)
             for out in failed:
