@@ -466,6 +466,8 @@ class Pipeline:
             message_id=mid, message_type=mtype, family=message.family, business_key=key,
             canonical=canonical, **_NO_ERROR,
         )
+        if key is not None:  # an answer in the conversation is a receipt for what the hub sent there
+            self.store.answered_in_conversation(conn, sender, message.family, key)
         if verdict is None:
             assert earlier is not None
             original = self.store.get_message(conn, earlier)

@@ -179,6 +179,14 @@ _FIRST_VERSION = select(seen_versions.c.first).where(
 _UPDATE_STATE_FROM = update(messages).where(messages.c.id == bindparam("_id"), messages.c.state == bindparam("_from"))
 _AWAIT = insert(awaited_receipts)
 _STOP_AWAITING = delete(awaited_receipts).where(awaited_receipts.c.message == bindparam("_message"))
+_ANSWERED_IN_CONVERSATION = delete(awaited_receipts).where(
+    awaited_receipts.c.message.in_(
+        select(messages.c.id).where(
+            messages.c.direction == "out", messages.c.partner == bindparam("_partner"),
+            messages.c.family == bindparam("_family"), messages.c.business_key == bindparam("_key"),
+        )
+    )
+)
 _AWAITED = select(awaited_receipts).where(awaited_receipts.c.message == bindparam("_message"))
 _OVERDUE = (
     select(awaited_receipts.c.message, awaited_receipts.c.partner)
@@ -393,6 +401,12 @@ class Store:
     @staticmethod
     def stop_awaiting(conn: Connection, message: str) -> None:
         conn.execute(_STOP_AWAITING, {"_message": message})
+
+    @staticmethod
+    def answered_in_conversation(conn: Connection, partner: str, family: str, business_key: str) -> None:
+        """The partner answered in this conversation: what the hub sent it there reached it (DOMAIN.md §9:
+        business answers are receipts too), so none of it awaits a receipt any more."""
+        conn.execute(_ANSWERED_IN_CONVERSATION, {"_partner": partner, "_family": family, "_key": business_key})
 
     @staticmethod
     def awaited(conn: Connection, message: str) -> Any:

@@ -18,7 +18,7 @@ from hub.config import DEFAULT_CONFIG, load_config
 from hub.mappers.platform_json import PlatformJson
 from hub.models import Receipt, ReturnStatus, Sender
 from hub.models.base import BEIJING, new_message_id
-from tests.conftest import Exchange, hub_environ, wait_for
+from tests.conftest import UNDERWRITING, Exchange, hub_environ, wait_for
 from tests.test_operations import PENDING, PENDING_ID, operator, parked  # noqa: F401 (a fixture)
 
 FORWARDED = f"PendingPolicy_{PENDING_ID}.json"
@@ -108,3 +108,28 @@ def test_the_sweep_is_idempotent(hub: Hub, exchange: Exchange) -> None:
     later = time.time() + hub.config.partners["platform"].receipt_timeout_seconds + 1
     assert hub.pipeline.sweep_overdue_receipts(later) == 1
     assert hub.pipeline.sweep_overdue_receipts(later) == 0
+
+
+@pytest.fixture
+def insurer_chasing_hub(tmp_path: Path) -> Any:
+    """The insurer must answer within 2 s."""
+    environ = hub_environ(tmp_path, HUB_PARTNERS__INSURER__RECEIPT_TIMEOUT_SECONDS="2")
+    running = Hub(load_config(DEFAULT_CONFIG, environ=environ))
+    running.start()
+    yield running
+    running.stop()
+
+
+def test_a_business_answer_in_time_counts_as_the_receipt(insurer_chasing_hub: Hub, exchange: Exchange) -> None:
+    """DOMAIN.md §9: business answers are receipts too. The insurer issuing the policy has evidently received
+    the application it answers: the application is not sent again."""
+    exchange.drop_fixture(PENDING)
+    exchange.wait_files("platform", "out", 1, "PendingPolicy_*")
+    exchange.drop_fixture(UNDERWRITING / "valid" / "platform-insurance-application-new.json")
+    [application] = exchange.wait_files("insurer", "out", 1, "InsuranceApplication_*")
+    application.unlink()  # the insurer takes it ...
+    exchange.drop_fixture(UNDERWRITING / "valid" / "insurer-policy-issued-new.xml")  # ... and answers
+    exchange.wait_files("platform", "out", 1, "PolicyIssued_*")
+    time.sleep(3.5)
+    assert not exchange.files("insurer", "out", "InsuranceApplication_*"), "answered: not sent again"
+    assert insurer_chasing_hub.status_reader.status()["receipts"]["insurer"]["awaited"] == 0
