@@ -185,6 +185,10 @@ class PartnerConfig(Section):
     dxp_id: Annotated[str, Field(min_length=1, max_length=16)] | None = None
     # DxpRep codes that mean the node took an envelope (default: the receipt ladder's 2, 120, 399, 800).
     dxp_success_codes: frozenset[str] | None = None
+    # What the hub delivers to this partner (receipts and DxpReps aside) expects its receipt within this time;
+    # without one it is sent again, the same bytes and message id, up to receipt_resends times, then parked.
+    receipt_timeout_seconds: Annotated[float, Field(gt=0)] = 600.0
+    receipt_resends: Annotated[int, Field(ge=0)] = 3
 
     @model_validator(mode="after")
     def _xml_needs_schema(self) -> PartnerConfig:

@@ -75,7 +75,7 @@ class Operations:
             return [self._parked_item(conn, row) for row in conn.execute(query)]
 
     def _parked_item(self, conn: Connection, row: Any) -> dict[str, Any]:
-        target = f"{row.partner}/out/{row.file_name}" if row.kind == "deliver" else f"{row.kind} in the hub"
+        target = f"{row.partner}/out/{row.file_name}" if row.direction == "out" else f"{row.kind} in the hub"
         attempts = []
         parked_at = None
         for event in self.store.history(conn, row.id):
@@ -120,6 +120,7 @@ class Operations:
             if row.state == "parked":  # the step only runs on a message in the state it starts from
                 conn.execute(update(messages).where(messages.c.id == hub_id)
                              .values(state=_BEFORE_STEP[row.direction], updated_at=time.time()))
+                self.store.stop_awaiting(conn, hub_id)  # delivered afresh, it awaits its receipt afresh
             said = ", ".join(f"{state} {kind} runs now" for kind, state in items)
             self.store.add_event(conn, hub_id, REPLAYED, f"replayed by operator: {said}")
         return Outcome(hub_id, True, f"replayed: {said}")

@@ -62,6 +62,7 @@ class StatusReader:
                 "routes": [self._route(conn, r.message, r.from_partner, r.to_partner) for r in self.config.routes],
                 "conversations": self._conversations(conn),
                 "parked": self._parked(conn),
+                "receipts": self._receipts(conn),
                 "awaiting_signature": self._awaiting_signature(conn),
                 "signers": signers,
                 "jobs": {"this_process": self.scheduler_role(), "jobs": overview(self.config, conn, self.store.engine)},
@@ -124,6 +125,16 @@ class StatusReader:
              "attempts": r.attempts, "error": r.last_error}
             for r in rows
         ]
+
+    def _receipts(self, conn: Connection) -> dict[str, dict[str, Any]]:
+        """Per partner: what awaits its receipt (overdue, resent, parked RECEIPT_TIMEOUT) and the limits."""
+        found = self.store.receipts_awaited(conn, time.time())
+        none = {"awaited": 0, "overdue": 0, "resent": 0, "timed_out": 0}
+        return {
+            name: {**found.get(name, none), "timeout_seconds": p.receipt_timeout_seconds,
+                   "resends": p.receipt_resends}
+            for name, p in self.config.partners.items()
+        }
 
     def _awaiting_signature(self, conn: Connection) -> list[dict[str, Any]]:
         """Messages whose receiver's signer cannot sign now, and why (they go on by themselves once it can)."""
