@@ -17,11 +17,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 
+from hub.pipeline import RECEIPT_TIMEOUT_EVENT, RETRY_EVENT
 from hub.store import Store, events, job_runs, messages, retired_totals, work
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-RETRY_EVENT = "retry"  # the pipeline's history event for a failed attempt that will be tried again
-RECEIPT_TIMEOUT_EVENT = "receipt-timeout"  # receipt tracking's event for a receipt that did not come in time
 
 
 class HubCollector(Collector):

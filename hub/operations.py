@@ -20,7 +20,7 @@ from sqlalchemy import Connection, or_, select, update
 from hub.channels.folder import FolderChannel
 from hub.config import HubConfig
 from hub.errors import DELIVERY_FAILED, HubError
-from hub.pipeline import AWAITING_SIGNATURE, RECEIVED
+from hub.pipeline import AWAITING_SIGNATURE, RECEIVED, RETRY_EVENT
 from hub.store import Store, messages, work
 from hub.workqueue import DbWorkQueue
 
@@ -79,10 +79,10 @@ class Operations:
         attempts = []
         parked_at = None
         for event in self.store.history(conn, row.id):
-            if event.event not in ("retry", REPLAYED, *_PARKED):
+            if event.event not in (RETRY_EVENT, REPLAYED, *_PARKED):
                 continue
             entry = {"at": iso(event.at), "event": event.event, "error": event.detail, "target": target}
-            retried = _RETRY_DETAIL.match(event.detail) if event.event == "retry" else None
+            retried = _RETRY_DETAIL.match(event.detail) if event.event == RETRY_EVENT else None
             if retried:
                 entry |= {"attempt": int(retried["attempt"]), "step": retried["step"], "error": retried["error"]}
             attempts.append(entry)

@@ -85,6 +85,9 @@ _INTAKE_BATCH = 50  # inputs stored per transaction
 RECEIVED = "received"
 AWAITING_SIGNATURE = "awaiting-signature"
 _UNDECIDED = (RECEIVED, AWAITING_SIGNATURE)
+# History events counted by /metrics (hub/metrics.py): kept by name, so they are named once, here.
+RETRY_EVENT = "retry"  # a failed attempt that will be tried again
+RECEIPT_TIMEOUT_EVENT = "receipt-timeout"  # a receipt that did not come in time (a resend follows, or parking)
 _NEVER_ANSWERED = ("Receipt", "DxpRep")  # answering an answer is the way to an endless echo
 
 
@@ -233,7 +236,7 @@ class Pipeline:
             self.queue.retry_later(item, delay, str(err))
             with self.store.begin() as conn:
                 self.store.add_event(
-                    conn, item.message, "retry",
+                    conn, item.message, RETRY_EVENT,
                     f"{item.kind} attempt {item.attempts} failed: {err}; next in {delay:.2f} s",
                 )
             log.warning("%s of %s failed (attempt %d): %s; retry in %.1f s",
@@ -663,7 +666,8 @@ class Pipeline:
         if destination is None:
             raise HubError(NO_ROUTE, f"no route takes {message.message_type} from the hub")
         payload, signed = self._sign(destination, self.formats[destination].encode(message))
-        self._send(conn, destination, message, self._enveloped(destination, message, payload), None, signed)
+        out = self._send(conn, destination, message, self._enveloped(destination, message, payload), None, signed)
+        self.queue.enqueue(conn, "deliver", out)  # no process step of an input will deliver it
         return destination
 
     def _file_name(self, partner: str, message: CanonicalMessage) -> str:
@@ -672,8 +676,8 @@ class Pipeline:
     def _send(
         self, conn: Connection, partner: str, message: CanonicalMessage, payload: bytes, answers: str | None,
         detail: str = "",
-    ) -> None:
-        self._schedule(
+    ) -> str:
+        return self._schedule(
             conn, partner, payload, answers, detail,
             message_id=message.message_id, message_type=message.message_type, family=message.family,
             business_key=message.business_key(), file_name=self._file_name(partner, message),
@@ -681,10 +685,10 @@ class Pipeline:
         )
 
     def _schedule(self, conn: Connection, partner: str, payload: bytes, answers: str | None, detail: str,
-                  **described: Any) -> None:
+                  **described: Any) -> str:
         """Store the bytes exactly as they will be delivered (the outbox): the process step that stored them
-        delivers them before it completes."""
-        self.store.add_message(conn, direction="out", partner=partner, state="pending", size=len(payload),
+        delivers them before it completes. Returns the stored message's hub id."""
+        return self.store.add_message(conn, direction="out", partner=partner, state="pending", size=len(payload),
                                raw=payload, answers=answers, event_detail=detail, **described)
 
     # -- deliver and settle ---------------------------------------------------------------------------
@@ -756,6 +760,8 @@ class Pipeline:
             for message, partner in overdue:
                 timeout = self.config.partners[partner].receipt_timeout_seconds
                 self.store.postpone_receipt(conn, message, now + timeout)
+                self.store.add_event(conn, message, RECEIPT_TIMEOUT_EVENT,
+                                     f"no receipt from {partner} within {timeout:g} s: resend scheduled")
                 self.queue.enqueue(conn, "resend", message)
         if overdue:
             log.warning("%d receipts overdue: resends scheduled", len(overdue))

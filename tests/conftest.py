@@ -8,6 +8,7 @@ import secrets
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +107,21 @@ class Exchange:
         found = wait_for(find, timeout, what=f"the receipt for {ref} in {partner}/out")
         assert len(found) == 1, f"{len(found)} receipts answer {ref}"
         return found[0]
+
+
+def platform_receipt(ref: str) -> bytes:
+    """The platform's receipt accepting the PendingPolicy `ref` the hub delivered to it, as the platform sends it."""
+    from hub.mappers.platform_json import PlatformJson
+    from hub.models import Receipt, ReturnStatus, Sender
+    from hub.models.base import BEIJING, new_message_id
+
+    now = datetime.now(BEIJING)
+    return PlatformJson().encode(Receipt(
+        message_id=new_message_id(), created_at=now,
+        sender=Sender(cop_code="91330782MA2H7K3R9J", cop_name="单一窗口", dxp_id="DXPSWP0000000001"),
+        ref_message_id=ref, ref_message_type="PendingPolicy", return_status=ReturnStatus.ACCEPTED,
+        return_time=now, return_info="已收到",
+    ))
 
 
 def _default_config() -> HubConfig:

@@ -19,7 +19,7 @@ from hub.app import Hub
 from hub.config import HubConfig
 from hub.scheduler.retention import retire
 from hub.store import events, work
-from tests.conftest import Exchange, wait_for
+from tests.conftest import Exchange, platform_receipt, wait_for
 from tests.signing.conftest import FIXTURES
 from tests.test_hub_process import _pending_policy
 from tests.test_operations import bring_back, take_down
@@ -86,10 +86,14 @@ def test_metrics_parse_and_their_counters_move_with_messages_and_survive_retenti
 
     # A pending policy whose delivery to the platform fails once, then goes through.
     take_down(exchange, "platform")
-    exchange.drop("insurer", "policy.xml", _pending_policy(1)[1])
+    policy_id, policy = _pending_policy(1)
+    exchange.drop("insurer", "policy.xml", policy)
     wait_for(lambda: count(hub, "retry") >= 1, 10, "a retry")
     bring_back(exchange, "platform")
     exchange.wait_files("insurer", "archive", 1)
+    # The platform's receipt ends the wait for it: only then is the step settled, and retention may take it.
+    exchange.drop("platform", "receipt.json", platform_receipt(policy_id))
+    exchange.wait_files("platform", "archive", 1)
     wait_for(lambda: idle(hub), 10, "everything settled")
     hub.jobs.run("reap_leases", "operator")
 
@@ -97,6 +101,7 @@ def test_metrics_parse_and_their_counters_move_with_messages_and_survive_retenti
     assert flowed[("hub_messages_total", (("direction", "in"), ("partner", "insurer")))] == 1
     assert flowed[("hub_messages_total", (("direction", "out"), ("partner", "platform")))] == 1
     assert flowed[("hub_messages_total", (("direction", "out"), ("partner", "insurer")))] == 1  # the receipt
+    assert flowed[("hub_messages_total", (("direction", "in"), ("partner", "platform")))] == 1  # the platform's
     retries = flowed[("hub_retries_total", ())]
     assert retries == count(hub, "retry") >= 1
     state = (("direction", "in"), ("family", "underwriting"), ("state", "accepted"))

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +14,7 @@ import pytest
 
 from hub.app import Hub
 from hub.config import DEFAULT_CONFIG, load_config
-from hub.mappers.platform_json import PlatformJson
-from hub.models import Receipt, ReturnStatus, Sender
-from hub.models.base import BEIJING, new_message_id
-from tests.conftest import UNDERWRITING, Exchange, hub_environ, wait_for
+from tests.conftest import UNDERWRITING, Exchange, hub_environ, platform_receipt, wait_for
 from tests.test_operations import PENDING, PENDING_ID, operator, parked  # noqa: F401 (a fixture)
 
 FORWARDED = f"PendingPolicy_{PENDING_ID}.json"
@@ -35,16 +31,6 @@ def chasing_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     running.start()
     yield running
     running.stop()
-
-
-def _platform_receipt(ref: str) -> bytes:
-    now = datetime.now(BEIJING)
-    return PlatformJson().encode(Receipt(
-        message_id=new_message_id(), created_at=now,
-        sender=Sender(cop_code="91330782MA2H7K3R9J", cop_name="单一窗口", dxp_id="DXPSWP0000000001"),
-        ref_message_id=ref, ref_message_type="PendingPolicy", return_status=ReturnStatus.ACCEPTED,
-        return_time=now, return_info="已收到",
-    ))
 
 
 def _taken(exchange: Exchange) -> bytes:
@@ -80,7 +66,7 @@ def test_without_a_receipt_the_message_is_resent_then_parked_and_replay_sends_it
     code, text = operator("replay", "--all-parked")
     assert code == 0 and "replayed: parked resend runs now" in text
     assert _taken(exchange) == first
-    exchange.drop("platform", "platform-receipt.json", _platform_receipt(PENDING_ID))
+    exchange.drop("platform", "platform-receipt.json", platform_receipt(PENDING_ID))
     wait_for(lambda: chasing_hub.status_reader.message(item["hub_id"])["messages"][0]["state"] == "acknowledged",
              what="the receipt noted")
     time.sleep(1.0)
@@ -92,7 +78,7 @@ def test_without_a_receipt_the_message_is_resent_then_parked_and_replay_sends_it
 def test_a_receipt_in_time_means_no_resend(chasing_hub: Hub, exchange: Exchange) -> None:
     exchange.drop_fixture(PENDING)
     _taken(exchange)
-    exchange.drop("platform", "platform-receipt.json", _platform_receipt(PENDING_ID))
+    exchange.drop("platform", "platform-receipt.json", platform_receipt(PENDING_ID))
     exchange.wait_files("platform", "archive", 1)
     time.sleep(1.5)
     assert not (exchange.folder("platform", "out") / FORWARDED).exists()

@@ -26,7 +26,15 @@ from hub.scheduler import jobs as registry
 from hub.scheduler.retention import retire
 from hub.scheduler.runs import job_store
 from hub.store import Store, job_runs, messages, retired_totals, work
-from tests.conftest import REPO, UNDERWRITING, Exchange, fresh_postgres_database, hub_environ, wait_for
+from tests.conftest import (
+    REPO,
+    UNDERWRITING,
+    Exchange,
+    fresh_postgres_database,
+    hub_environ,
+    platform_receipt,
+    wait_for,
+)
 from tests.test_hub_process import HubProcess, _pending_policy
 from tests.test_operations import bring_back, take_down
 
@@ -221,6 +229,11 @@ def _archived(folder: Path) -> list[dict[str, Any]]:
     return lines
 
 
+def _answered(exchange: Exchange, policy_id: str) -> None:
+    """The platform takes the forwarded policy and sends its receipt: until then the step awaits it, unsettled."""
+    exchange.drop("platform", f"receipt-{policy_id}.json", platform_receipt(policy_id))
+
+
 def test_retention_archives_and_removes_settled_steps_only_and_parked_ones_stay(
     store_url: str, tmp_path: Path, start_hub: Callable[[HubConfig], Hub]
 ) -> None:
@@ -228,16 +241,18 @@ def test_retention_archives_and_removes_settled_steps_only_and_parked_ones_stay(
     exchange = Exchange(tmp_path / "exchange")
     keep = timedelta(days=90)
     archive = tmp_path / "archive"
-    _, old_policy = _pending_policy(1)
+    old_id, old_policy = _pending_policy(1)
     exchange.drop("insurer", "old-policy.xml", old_policy)
     exchange.drop_fixture(UNDERWRITING / "invalid" / "insurer-pending-policy-invalid-uscc.xml")
     exchange.wait_files("insurer", "archive", 1)
     exchange.wait_files("insurer", "rejected", 1, "*.xml")
+    _answered(exchange, old_id)
+    exchange.wait_files("platform", "archive", 1)
     wait_for(lambda: _idle(hub.store), what="the first two settled")
     first_two = _message_ids(hub.store)
     assert sorted(first_two.values()) == [
-        ("in", "PendingPolicy", "accepted"), ("in", "PendingPolicy", "rejected"),
-        ("out", "PendingPolicy", "delivered"), ("out", "Receipt", "delivered"), ("out", "Receipt", "delivered")]
+        ("in", "PendingPolicy", "accepted"), ("in", "PendingPolicy", "rejected"), ("in", "Receipt", "accepted"),
+        ("out", "PendingPolicy", "acknowledged"), ("out", "Receipt", "delivered"), ("out", "Receipt", "delivered")]
     time.sleep(0.05)
     between = time.time()
     time.sleep(0.05)
@@ -246,13 +261,16 @@ def test_retention_archives_and_removes_settled_steps_only_and_parked_ones_stay(
     exchange.drop("insurer", "parked-policy.xml", _pending_policy(2)[1])
     wait_for(lambda: "parked" in {s for _, _, s in _message_ids(hub.store).values()}, 15, "a parked delivery")
     bring_back(exchange, "platform")
-    exchange.drop("insurer", "new-policy.xml", _pending_policy(3)[1])
-    wait_for(lambda: len(exchange.files("insurer", "archive")) == 3 and _idle(hub.store), 15, "all settled")
+    new_id, new_policy = _pending_policy(3)
+    exchange.drop("insurer", "new-policy.xml", new_policy)
+    exchange.wait_files("insurer", "archive", 3)
+    _answered(exchange, new_id)
+    wait_for(lambda: len(exchange.files("platform", "archive")) == 2 and _idle(hub.store), 15, "all settled")
     everything = _message_ids(hub.store)
 
     # Everything settled before `between` is older than 90 days at between + 90 days; nothing after it is.
     said = retire(hub.store, archive, datetime.fromtimestamp(between, UTC) + keep, keep)
-    assert said.startswith("5 message(s) settled before ")
+    assert said.startswith("6 message(s) settled before ")
     assert set(_message_ids(hub.store)) == set(everything) - set(first_two)
     lines = _archived(archive)
     assert sorted(line["message"]["id"] for line in lines) == sorted(first_two)
@@ -262,29 +280,32 @@ def test_retention_archives_and_removes_settled_steps_only_and_parked_ones_stay(
 
     # Long after: the recent step goes too; the parked one stays whole (its input, its receipt, the delivery).
     said = retire(hub.store, archive, datetime.now(UTC) + 10 * keep, keep)
-    assert said.startswith("3 message(s)")
+    assert said.startswith("4 message(s)")
     left = _message_ids(hub.store)
     assert sorted(left.values()) == [
         ("in", "PendingPolicy", "accepted"), ("out", "PendingPolicy", "parked"), ("out", "Receipt", "delivered")]
     assert retire(hub.store, archive, datetime.now(UTC) + 10 * keep, keep).startswith("nothing settled before")
-    assert len(_archived(archive)) == 8
+    assert len(_archived(archive)) == 10
     with hub.store.read() as conn:
-        assert sum(r.messages for r in conn.execute(select(retired_totals))) == 8
+        assert sum(r.messages for r in conn.execute(select(retired_totals))) == 10
 
 
 def test_the_retention_job_uses_the_configured_policy(tmp_path: Path, start_hub: Callable[[HubConfig], Hub]) -> None:
     hub = start_hub(config_for(tmp_path, HUB_RETENTION__DELIVERED_DAYS="0.00001",  # under a second
                                HUB_RETENTION__ARCHIVE_DIR=f'"{tmp_path / "kept"}"'))
     exchange = Exchange(tmp_path / "exchange")
-    exchange.drop("insurer", "policy.xml", _pending_policy(7)[1])
+    policy_id, policy = _pending_policy(7)
+    exchange.drop("insurer", "policy.xml", policy)
     exchange.wait_files("insurer", "archive", 1)
+    _answered(exchange, policy_id)
+    exchange.wait_files("platform", "archive", 1)
     wait_for(lambda: _idle(hub.store), what="settled")
     time.sleep(1.0)
     run = runs_of(hub.store, "retention")
     assert not run
     hub.jobs.run("retention", "operator")
     [run] = runs_of(hub.store, "retention")
-    assert run.state == "ok" and run.result.startswith("3 message(s) settled before"), run.error
+    assert run.state == "ok" and run.result.startswith("4 message(s) settled before"), run.error
     assert str(tmp_path / "kept") in run.result
     assert not _message_ids(hub.store)
     assert os.listdir(tmp_path / "kept")

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 
+from hub.channels import ClaimedInput
 from hub.channels.feed import FeedEntry, FeedSource, FolderFeed
 from hub.errors import HubError
 from hub.models.risk import RiskArticle
@@ -68,6 +69,7 @@ def sync(hub: Hub, source: FeedSource, limit: int) -> str:
                 hub.store.set_cursor(conn, name, str(cursor))
 
     counts: Counter[str] = Counter()
+    new: list[ClaimedInput] = []
     unfinished: set[str] = set()  # articles with an entry taken in but not yet delivered
     for entry in entries:
         fate = fates.get(entry.taken.hub_id)
@@ -78,13 +80,15 @@ def sync(hub: Hub, source: FeedSource, limit: int) -> str:
             counts["held"] += 1
             continue
         if fate is None:
-            hub.pipeline.take_in(entry.taken)
-            counts["taken"] += 1
+            new.append(entry.taken)
         else:
             counts[fate] += 1
         if article is not None:
             unfinished.add(article)
 
+    # Ids are the entries' own: one stored by a run that crashed, or by a run beside this one, is kept, not doubled.
+    hub.pipeline.take_in(new, recovered=True)
+    counts["taken"] = len(new)
     said = (f"risk feed from {source.partner}: cursor {start} -> {cursor}, {len(entries)} entries read, "
             f"{counts['taken']} taken in, {counts[WAITING]} awaiting delivery, "
             f"{counts['held']} held behind an earlier entry of their article, {counts[PARKED]} parked")
