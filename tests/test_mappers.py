@@ -47,6 +47,28 @@ def test_platform_json_round_trip_is_identity(message: CanonicalMessage) -> None
     assert JSON.decode(JSON.encode(message)) == message
 
 
+def _as_lxml_writes_it(raw: bytes) -> bytes:
+    return etree.tostring(etree.fromstring(raw), xml_declaration=True, encoding="UTF-8", pretty_print=True)
+
+
+@ROUND_TRIPS
+@given(ALL_MESSAGES)
+def test_emitted_xml_is_byte_for_byte_what_lxml_writes_for_it(message: CanonicalMessage) -> None:
+    raw = xml_for(message).encode(message)
+    assert _as_lxml_writes_it(raw) == raw
+
+
+def test_texts_with_line_breaks_tabs_and_markup_reach_the_insurer_unchanged() -> None:
+    document = json.loads((FIXTURES / "claims" / "valid" / "platform-claim-application.json").read_bytes())
+    document["mitigation"] = 'stopped shipping\r\n\tcalled the buyer & agent <twice> ]]> "urgent" \'x\''
+    document["buyer"]["listed"]["englishName"] = "BRIGHTWAY\rTOYS\tTRADING\nLLC & <CO>"
+    message = JSON.decode(json.dumps(document).encode())
+    raw = XML.encode(message)
+    assert b"stopped shipping&#13;\n\tcalled the buyer &amp; agent &lt;twice&gt; ]]&gt;" in raw
+    assert _as_lxml_writes_it(raw) == raw
+    assert XML.decode(raw) == message
+
+
 def test_every_valid_fixture_decodes_and_re_encodes_to_the_same_bytes() -> None:
     for path in sorted((UNDERWRITING / "valid").iterdir()):
         fmt = XML if path.suffix == ".xml" else JSON
