@@ -40,7 +40,7 @@ SAFE_PARSER = etree.XMLParser(
     resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False, remove_comments=False
 )
 # The hub's own output, parsed back to be validated: trusted, and may be as large as its limits allow.
-_OWN_OUTPUT_PARSER = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=True)
+OWN_OUTPUT_PARSER = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=True)
 
 
 def parse_xml(raw: bytes) -> etree._Element:
@@ -84,7 +84,7 @@ class HubXml:
         try:
             raw = self.to_text(message).encode()
             # The bytes as written are what is checked: parsed back, then held against the schema.
-            root = etree.fromstring(raw, _OWN_OUTPUT_PARSER)
+            root = etree.fromstring(raw, OWN_OUTPUT_PARSER)
         except (UnicodeEncodeError, etree.XMLSyntaxError) as exc:  # the models should have refused such text
             raise HubError(MAPPING_FAILED, f"{message.message_type} cannot be written as XML: {exc}") from exc
         problems = self.schema.problems(root)
