@@ -67,6 +67,19 @@ def test_texts_with_line_breaks_tabs_and_markup_reach_the_insurer_unchanged() ->
     assert b"stopped shipping&#13;\n\tcalled the buyer &amp; agent &lt;twice&gt; ]]&gt;" in raw
     assert _as_lxml_writes_it(raw) == raw
     assert XML.decode(raw) == message
+    assert JSON.encode(message) == _as_json_dumps_writes_it(message)
+    assert JSON.decode(JSON.encode(message)) == message
+
+
+def _as_json_dumps_writes_it(message: CanonicalMessage) -> bytes:
+    body = message.model_dump(mode="json", by_alias=True, exclude_none=True)
+    return json.dumps({"messageType": message.message_type, **body}, ensure_ascii=False, indent=2).encode()
+
+
+@ROUND_TRIPS
+@given(ALL_MESSAGES)
+def test_emitted_json_is_byte_for_byte_what_json_dumps_writes(message: CanonicalMessage) -> None:
+    assert JSON.encode(message) == _as_json_dumps_writes_it(message)
 
 
 def test_every_valid_fixture_decodes_and_re_encodes_to_the_same_bytes() -> None:

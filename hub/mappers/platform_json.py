@@ -19,8 +19,10 @@ class PlatformJson:
     file_suffix = ".json"
 
     def encode(self, message: CanonicalMessage) -> bytes:
-        body = message.model_dump(mode="json", by_alias=True, exclude_none=True)
-        return json.dumps({"messageType": message.message_type, **body}, ensure_ascii=False, indent=2).encode()
+        # Byte for byte what json.dumps(indent=2, ensure_ascii=False) writes, from pydantic's serialiser (Rust,
+        # several times faster), with messageType put first.
+        body = message.model_dump_json(by_alias=True, exclude_none=True, indent=2)
+        return f'{{\n  "messageType": {json.dumps(message.message_type)},{body[1:]}'.encode()
 
     def field_path(self, message_type: str, loc: Sequence[int | str]) -> str:
         return json_pointer(loc)
