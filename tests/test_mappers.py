@@ -4,15 +4,18 @@ independent validator too."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
 
 import jsonschema
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from lxml import etree
 
+from hub.errors import HubError
 from hub.mappers.hub_xml import HubXml
 from hub.mappers.platform_json import PlatformJson, platform_json_schemas
 from hub.mappers.xsd import schema_text
@@ -87,6 +90,16 @@ def test_every_valid_fixture_decodes_and_re_encodes_to_the_same_bytes() -> None:
         fmt = XML if path.suffix == ".xml" else JSON
         raw = path.read_bytes()
         assert fmt.encode(fmt.decode(raw)).strip() == raw.strip(), path.name
+
+
+def test_an_app_time_that_is_no_real_time_is_refused_naming_the_field() -> None:
+    raw = (UNDERWRITING / "valid" / "insurer-pending-policy-new.xml").read_bytes()
+    for app_time, reason in (("20261131090000", "day is out of range for month"), ("20261122250000", "unconverted")):
+        bad = re.sub(rb"<appTime>[0-9]{14}</appTime>", f"<appTime>{app_time}</appTime>".encode(), raw)
+        with pytest.raises(HubError) as caught:
+            XML.decode(bad)
+        assert (caught.value.code, caught.value.field) == ("FIELD_INVALID", "/ECI101Message/Head/appTime")
+        assert reason in str(caught.value)
 
 
 def test_json_schemas_cover_every_message_type_and_carry_identifier_patterns() -> None:

@@ -172,7 +172,7 @@ class HubXml:
         data["sender"] = _to_dict(children["Sender"], None)
         root_path = f"/{qname.localname}"
         try:
-            data["createdAt"] = datetime.strptime(head["appTime"], _APP_TIME).replace(tzinfo=BEIJING)
+            data["createdAt"] = _app_time(head["appTime"])
         except ValueError as exc:
             raise HubError(
                 FIELD_INVALID, f"appTime {head['appTime']!r} is not a real time: {exc}", f"{root_path}/Head/appTime",
@@ -188,6 +188,18 @@ class HubXml:
 
 
 _HEAD_PATHS = {"messageId": "Head/guid", "createdAt": "Head/appTime", "appType": "Head/appType", "sender": "Sender"}
+
+
+def _app_time(text: str) -> datetime:
+    """appTime (14 digits: the schema checked) as Beijing time, read by slicing: strptime costs several times
+    more. Only strptime words the error when the digits are no real time."""
+    try:
+        return datetime(
+            int(text[:4]), int(text[4:6]), int(text[6:8]), int(text[8:10]), int(text[10:12]), int(text[12:]),
+            tzinfo=BEIJING,
+        )
+    except ValueError:
+        return datetime.strptime(text, _APP_TIME).replace(tzinfo=BEIJING)
 
 
 def _xml_path(root_path: str, body_path: str, loc: Sequence[int | str]) -> str:
@@ -250,9 +262,10 @@ def _to_dict(element: etree._Element, model: type[BaseModel] | None) -> dict[str
     shape = _shape(model) if model else {}
     out: dict[str, Any] = {}
     for child in element:
-        if not isinstance(child.tag, str):
+        tag = child.tag
+        if not isinstance(tag, str):
             continue  # comments and processing instructions
-        name = etree.QName(child).localname
+        name = tag[tag.find("}") + 1 :]  # the local name (etree.QName costs more than the rest of the walk)
         if name == "Signature":
             continue
         repeated, nested = shape.get(name, (False, None))
