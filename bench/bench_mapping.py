@@ -1,7 +1,8 @@
 """Mapping: parse + validate + map per message family and for a 5 KB claim, messages per second on one core
 
 Pinned to one CPU (sched_setaffinity), one thread, no I/O: fixtures are read into memory first. Each figure is
-the median of 7 timed runs of about 0.3 s after a warm-up (time.perf_counter, garbage collection on); the note
+the median of 7 timed runs of about 0.3 s after a warm-up (time.perf_counter, garbage collection on; the claim's
+round trip: 21 runs, and the same runs per CPU-second of the process, since the machine is shared); the note
 gives the range. *Decode* is the sender's bytes → canonical model (XML: safe parse, XSD validation with the
 compiled schema, walk, pydantic; JSON: json.loads, pydantic). *Encode* is canonical → the receiver's bytes (XML:
 the text written, parsed back and XSD-validated, so the bytes sent are the bytes checked). *Round trip* is what
@@ -195,8 +196,12 @@ def per_message_us(action: Callable[[], object]) -> tuple[float, str]:
 
 def claim_results(hub: Hub) -> list[Result]:
     forward, backward, shape = claim_5kb(hub)
-    trip = rates(forward.round_trip)
+    # The headline: three times the usual runs, spread over several seconds, so that a burst of other work on
+    # the shared machine moves the median less; and the same runs per CPU-second of this process.
+    trip = rates(forward.round_trip, repeats=21)
     verdict = "target met" if trip.median >= CLAIM_TARGET else "target MISSED"
+    per_cpu = statistics.harmonic_mean(trip.runs) / trip.cpu_share
+    cpu_verdict = "target met" if per_cpu >= CLAIM_TARGET else "target MISSED"
     out = [
         measured("claim 5 KB: decode platform JSON", rates(forward.decode), shape),
         measured("claim 5 KB: encode insurer XML (eci/1.0)", rates(forward.encode)),
@@ -204,6 +209,11 @@ def claim_results(hub: Hub) -> list[Result]:
             f"**claim 5 KB: round trip platform JSON → insurer XML (target ≥ {CLAIM_TARGET:,}/s)**",
             trip,
             f"{verdict}; the claim's real route",
+        ),
+        Result(
+            "claim 5 KB: the same round trips per CPU-second of this process", per_cpu, "messages/s",
+            f"{cpu_verdict}; all messages of those runs / the process's CPU time in them: the time other "
+            "processes held the core left out (their effect on caches stays in)",
         ),
         measured("claim 5 KB: decode insurer XML", rates(backward.decode)),
         measured("claim 5 KB: encode platform JSON", rates(backward.encode)),
