@@ -10,6 +10,7 @@ the hub maps per message: decode from the sender's format and encode to the rece
 in config/hub.toml. A family's figure cycles through its valid fixtures (fixtures/<family>/valid/, the sender
 named by the file's prefix). Rows in µs/message break the 5 KB claim's round trip into its stages (each
 measured alone). Not included: the DXP envelope, signing (see the signing section), the store and the queue.
+The machine is shared: the section committed is the middle one, by the claim's round trip, of three runs.
 """
 
 from __future__ import annotations
