@@ -1,14 +1,16 @@
 """Mapping: parse + validate + map per message family and for a 5 KB claim, messages per second on one core
 
 Pinned to one CPU (sched_setaffinity), one thread, no I/O: fixtures are read into memory first. Each figure is
-the median of 7 timed runs of about 0.3 s after a warm-up (time.perf_counter, garbage collection on); the note
+the median of 7 timed runs of about 0.3 s after a warm-up (time.perf_counter, garbage collection on; the claim's
+round trip: 21 runs, and the same runs per CPU-second of the process, since the machine is shared); the note
 gives the range. *Decode* is the sender's bytes → canonical model (XML: safe parse, XSD validation with the
-compiled schema, walk, pydantic; JSON: json.loads, pydantic). *Encode* is canonical → the receiver's bytes (XML:
-tree, XSD validation, serialisation). *Round trip* is what the hub maps per message: decode from the sender's
-format and encode to the receiver's, partners and routes as in config/hub.toml. A family's figure cycles through
-its valid fixtures (fixtures/<family>/valid/, the sender named by the file's prefix). Rows in µs/message break
-the 5 KB claim's round trip into its stages (each measured alone). Not included: the DXP envelope, signing (see
-the signing section), the store and the queue.
+compiled schema, walk, pydantic; JSON: from_json, pydantic). *Encode* is canonical → the receiver's bytes (XML:
+the text written, parsed back and XSD-validated, so the bytes sent are the bytes checked). *Round trip* is what
+the hub maps per message: decode from the sender's format and encode to the receiver's, partners and routes as
+in config/hub.toml. A family's figure cycles through its valid fixtures (fixtures/<family>/valid/, the sender
+named by the file's prefix). Rows in µs/message break the 5 KB claim's round trip into its stages (each
+measured alone). Not included: the DXP envelope, signing (see the signing section), the store and the queue.
+The machine is shared: the section committed is the middle one, by the claim's round trip, of three runs.
 """
 
 from __future__ import annotations
@@ -25,10 +27,11 @@ from pathlib import Path
 from typing import Any
 
 from lxml import etree
+from pydantic_core import from_json
 
 from bench import Rates, Result, Unavailable, rates
 from hub.mappers import MessageFormat
-from hub.mappers.hub_xml import HubXml, parse_xml
+from hub.mappers.hub_xml import OWN_OUTPUT_PARSER, HubXml, parse_xml
 from hub.mappers.platform_json import PlatformJson
 from hub.models import FAMILIES, CanonicalMessage
 from hub.schemas import HUB_SCHEMAS, SchemaRegistry
@@ -195,8 +198,12 @@ def per_message_us(action: Callable[[], object]) -> tuple[float, str]:
 
 def claim_results(hub: Hub) -> list[Result]:
     forward, backward, shape = claim_5kb(hub)
-    trip = rates(forward.round_trip)
+    # The headline: three times the usual runs, spread over several seconds, so that a burst of other work on
+    # the shared machine moves the median less; and the same runs per CPU-second of this process.
+    trip = rates(forward.round_trip, repeats=21)
     verdict = "target met" if trip.median >= CLAIM_TARGET else "target MISSED"
+    per_cpu = statistics.harmonic_mean(trip.runs) / trip.cpu_share
+    cpu_verdict = "target met" if per_cpu >= CLAIM_TARGET else "target MISSED"
     out = [
         measured("claim 5 KB: decode platform JSON", rates(forward.decode), shape),
         measured("claim 5 KB: encode insurer XML (eci/1.0)", rates(forward.encode)),
@@ -204,6 +211,11 @@ def claim_results(hub: Hub) -> list[Result]:
             f"**claim 5 KB: round trip platform JSON → insurer XML (target ≥ {CLAIM_TARGET:,}/s)**",
             trip,
             f"{verdict}; the claim's real route",
+        ),
+        Result(
+            "claim 5 KB: the same round trips per CPU-second of this process", per_cpu, "messages/s",
+            f"{cpu_verdict}; all messages of those runs / the process's CPU time in them: the time other "
+            "processes held the core left out (their effect on caches stays in)",
         ),
         measured("claim 5 KB: decode insurer XML", rates(backward.decode)),
         measured("claim 5 KB: encode platform JSON", rates(backward.encode)),
@@ -230,23 +242,22 @@ def stage_results(forward: Case, backward: Case) -> list[Result]:
     model = type(forward.message)
     data = json.loads(forward.raw)
     data.pop("messageType")
-    body = forward.message.model_dump(mode="json", by_alias=True, exclude_none=True)
     xml_root = parse_xml(backward.raw)
     stages: list[tuple[str, Callable[[], object]]] = [
-        ("JSON → canonical: json.loads", lambda: json.loads(forward.raw)),
+        ("JSON → canonical: pydantic_core.from_json, as PlatformJson.decode",
+         lambda: from_json(forward.raw, cache_strings="keys")),
         ("JSON → canonical: pydantic model_validate (all validators)", lambda: model.model_validate(data)),
         ("canonical → dict: model_dump(mode='json')",
          lambda: forward.message.model_dump(mode="json", by_alias=True, exclude_none=True)),
-        ("dict → JSON: json.dumps(indent=2), as PlatformJson.encode",
-         lambda: json.dumps(body, ensure_ascii=False, indent=2)),
+        ("canonical → JSON: model_dump_json(indent=2), as PlatformJson.encode",
+         lambda: forward.message.model_dump_json(by_alias=True, exclude_none=True, indent=2)),
     ]  # fmt: skip
-    if hasattr(insurer, "to_element"):
-        tree = insurer.to_element(forward.message)
-        stages += [
-            ("canonical → XML: to_element (model_dump + lxml tree)", lambda: insurer.to_element(forward.message)),
-            ("canonical → XML: etree.tostring (pretty)",
-             lambda: etree.tostring(tree, xml_declaration=True, encoding="UTF-8", pretty_print=True)),
-        ]  # fmt: skip
+    written = insurer.to_text(forward.message).encode()
+    stages += [
+        ("canonical → XML: to_text (model_dump + text written)", lambda: insurer.to_text(forward.message)),
+        ("canonical → XML: the written bytes parsed back, to be validated",
+         lambda: etree.fromstring(written, OWN_OUTPUT_PARSER)),
+    ]  # fmt: skip
     stages += [
         ("XML: XSD validation of the valid claim (lxml, compiled schema)", lambda: insurer.schema.problems(xml_root)),
         ("XML → canonical: safe parse (parse_xml)", lambda: parse_xml(backward.raw)),

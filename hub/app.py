@@ -32,6 +32,7 @@ from hub.mappers.dxp import Dxp
 from hub.mappers.hub_xml import HubXml
 from hub.mappers.platform_json import PlatformJson
 from hub.pipeline import Pipeline
+from hub.scheduler.runner import JobRunner
 from hub.schemas import ALL_SCHEMAS, HUB_SCHEMAS, SchemaRegistry
 from hub.signing import Signer, SigningError, SigningWorker, SoftwareKeySigner, load_certificate
 from hub.signing.card import CardSigner
@@ -43,6 +44,9 @@ from hub.workqueue import DbWorkQueue, WorkQueue
 log = logging.getLogger("hub")
 
 RECOVER_EVERY_SECONDS = 10.0
+# Overdue receipts are looked for this often at most (more often when a partner's timeout is shorter).
+SWEEP_RECEIPTS_EVERY_SECONDS = 1.0
+CHECKPOINT_EVERY_SECONDS = 1.0
 # Recovery leaves alone what was claimed (renamed into intake/, which sets the file's ctime) less than this ago:
 # with several hub processes on one store, a live one may have claimed it and be storing it now. Its owner
 # stores it within milliseconds; should both store it anyway, the hub id (the primary key) keeps one.
@@ -202,8 +206,10 @@ class Hub:
             self.queue = DbWorkQueue(self.store, config.queue.lease_seconds, config.queue.poll_seconds)
         self.pipeline = Pipeline(config, self.store, self.queue, formats, self.channels, self.signers, trusted,
                                  envelopes)
+        self.jobs = JobRunner(self)
         self.started_at = time.time()
-        self.status_reader = StatusReader(config, self.store, self.started_at, self.signers.status)
+        self.status_reader = StatusReader(config, self.store, self.started_at, self.signers.status,
+                                          lambda: self.jobs.role)
         self.status_server: StatusServer | None = None
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -215,15 +221,20 @@ class Hub:
             self.status_server.start()
             log.info("status interface on http://%s:%d/status", *self.status_server.address)
         self._spawn("intake", self._intake_loop)
+        if self.store.is_sqlite:
+            self._spawn("checkpoint", self._checkpoint_loop)
         for n in range(self.config.queue.workers):
             self._spawn(f"worker-{n + 1}", self._work_loop)
         for name, loop in self.queue.loops():
             self._spawn(name, lambda loop=loop: loop(self._stop))
+        if self.config.scheduler.enabled:
+            self.jobs.start()
         log.info("hub running: %d partners, %d routes, %d workers, %d signers, store %s", len(self.channels),
                  len(self.config.routes), self.config.queue.workers, len(self.signers), self.store.engine.url)
 
     def stop(self) -> None:
         self._stop.set()
+        self.jobs.stop()  # its jobs use the store and the signers: before they close
         for thread in self._threads:
             thread.join(timeout=10)
         if self.status_server:
@@ -249,28 +260,42 @@ class Hub:
         """Inputs taken from a partner but not stored (the hub died in between) are stored now."""
         claimed_before = time.time() - RECOVER_GRACE_SECONDS
         for channel in self.channels.values():
+            abandoned = []
             for claimed in channel.recover():
                 try:
-                    abandoned = claimed.path.stat().st_ctime < claimed_before
+                    if claimed.path.stat().st_ctime < claimed_before:
+                        abandoned.append(claimed)
                 except FileNotFoundError:
                     continue  # settled since it was listed
-                if abandoned:
-                    self.pipeline.take_in(claimed)
+            self.pipeline.take_in(abandoned, recovered=True)
 
     def _intake_loop(self) -> None:
         poll = min(p.channel.poll_seconds for p in self.config.partners.values())
         next_recover = time.monotonic() + RECOVER_EVERY_SECONDS
+        sweep_every = min(SWEEP_RECEIPTS_EVERY_SECONDS,
+                          *(p.receipt_timeout_seconds for p in self.config.partners.values()))
+        next_sweep = time.monotonic() + sweep_every
         while not self._stop.is_set():
             try:
                 for channel in self.channels.values():
-                    for claimed in channel.poll():
-                        self.pipeline.take_in(claimed)
+                    self.pipeline.take_in(channel.poll())
                 if time.monotonic() >= next_recover:
                     self._recover()
                     next_recover = time.monotonic() + RECOVER_EVERY_SECONDS
+                if time.monotonic() >= next_sweep:
+                    self.pipeline.sweep_overdue_receipts()
+                    next_sweep = time.monotonic() + sweep_every
             except Exception:  # an input that could not be stored stays in intake/; the next recovery takes it
                 log.exception("intake failed; retrying")
             self._stop.wait(poll)
+
+    def _checkpoint_loop(self) -> None:
+        """SQLite's log is copied into the database here, off the workers' commits."""
+        while not self._stop.wait(CHECKPOINT_EVERY_SECONDS):
+            try:
+                self.store.checkpoint()
+            except Exception:
+                log.exception("checkpoint failed; trying again")
 
     def _work_loop(self) -> None:
         owner = f"{socket.gethostname()}:{os.getpid()}:{threading.current_thread().name}"

@@ -1,5 +1,5 @@
 """`python run_hub.py [--config PATH] [command]`: run (the default), demo, schemas DIR, card status,
-card unblock [--signer NAME] CERT_NO, parked, replay ID | --all-parked, resend ID."""
+card unblock [--signer NAME] CERT_NO, parked, replay ID | --all-parked, resend ID, jobs, jobs run NAME."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import logging
 import shutil
 import signal
 import sys
+import time
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -48,6 +49,16 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("--route", metavar="MESSAGE_TYPE", help="with --all-parked: only messages of this type")
     resend = commands.add_parser("resend", help="deliver a delivered message again: same message id, same bytes")
     resend.add_argument("id", metavar="ID", help="the hub's id or the message's own id")
+    jobs = commands.add_parser("jobs", help="scheduled jobs: each one's schedule, next run, last run and result")
+    jobs.add_argument("--json", action="store_true", help="as JSON")
+    jobs_commands = jobs.add_subparsers(dest="jobs_command")
+    run_job = jobs_commands.add_parser(
+        "run", help="run a job now, once, under the scheduler's lock (by the leading hub if one runs)"
+    )
+    run_job.add_argument("name", metavar="NAME", help="a [jobs.NAME] entry of the config")
+    run_job.add_argument("--json", action="store_true", help="the run as JSON")
+    run_job.add_argument("--wait", type=float, default=3600.0, metavar="SECONDS",
+                         help="how long to wait for the leading hub to run it (default 3600)")
     return parser
 
 
@@ -70,6 +81,11 @@ def main(argv: list[str] | None = None) -> int:
             return card_status(config)
         if args.command in ("parked", "replay", "resend"):
             return operate(load_config(args.config), args)
+        if args.command == "jobs":
+            config = load_config(args.config)
+            if args.jobs_command == "run":
+                return run_job(config, args.name, args.json, args.wait)
+            return list_jobs(config, args.json)
         return run(args.config, getattr(args, "workers", None))
     except (ConfigError, SchemaLoadError) as exc:
         print(f"hub: {exc}", file=sys.stderr)
@@ -149,6 +165,76 @@ def print_parked(parked: list[dict[str, Any]], as_json: bool) -> int:
             what = f"attempt {entry['attempt']}" if "attempt" in entry else entry["event"]
             print(f"    {entry['at']}  {what}: {entry['error']}")
     return 0
+
+
+def list_jobs(config: HubConfig, as_json: bool) -> int:
+    from hub.scheduler.runs import overview
+    from hub.store import Store
+
+    store = Store(config.store.url)
+    try:
+        store.create_schema()
+        with store.read() as conn:
+            jobs = overview(config, conn, store.engine)
+    finally:
+        store.close()
+    if as_json:
+        print(json.dumps(jobs, ensure_ascii=False, indent=2))
+        return 0
+    for job in jobs:
+        runs = "" if job["runs"] == job["job"] else f" (runs {job['runs']})"
+        when = job["next_run"] if job["enabled"] else "disabled"
+        print(f"{job['job']}{runs}: {job['schedule']}; next run {when or 'when a hub leads'}")
+        last = job["last_run"]
+        if last is None:
+            print("  never run")
+        else:
+            print(f"  last run {last['started_at']} ({last['trigger']}, {last['seconds']} s): {last['state']}: "
+                  f"{last['result'] or last['error']}")
+        if job["running"]:
+            print("  running now")
+    return 0
+
+
+def run_job(config: HubConfig, name: str, as_json: bool, wait: float) -> int:
+    """Run a job now, once, under the scheduler's lock: here if no hub leads, else by the leading hub."""
+    from hub.app import Hub
+    from hub.leader import LeaderLock
+    from hub.scheduler.runs import FAILED, OK, JobRuns, describe_run
+    from hub.store import Store
+
+    if name not in config.jobs:
+        raise ConfigError(f"jobs run {name}: no [jobs.{name}] in the config (there are: {', '.join(config.jobs)})")
+    lock = LeaderLock(config.store.url, "scheduler")
+    if lock.acquire():
+        try:
+            hub = Hub(config)  # not started: the job has its store, signers and pipeline, and no hub leads
+            try:
+                run = hub.jobs.runs.get(hub.jobs.run(name, "operator"))
+            finally:
+                hub.stop()
+        finally:
+            lock.release()
+    else:
+        store = Store(config.store.url)
+        try:
+            runs = JobRuns(store)
+            run_id = runs.request(name)
+            print(f"{name}: the leading hub runs it (run {run_id})", file=sys.stderr)
+            deadline = time.monotonic() + wait
+            while (run := runs.get(run_id)).state not in (OK, FAILED):
+                if time.monotonic() > deadline:
+                    print(f"hub: run {run_id} of {name} is {run.state} after {wait:g} s; `jobs` shows its result "
+                          "once it ends", file=sys.stderr)
+                    return 1
+                time.sleep(0.2)
+        finally:
+            store.close()
+    if as_json:
+        print(json.dumps({"job": name, **describe_run(run)}, ensure_ascii=False, indent=2))
+    else:
+        print(f"{name}: {run.state}: {run.result or run.error}")
+    return 0 if run.state == OK else 1
 
 
 def card_status(config: HubConfig) -> int:

@@ -194,6 +194,10 @@ class PartnerConfig(Section):
     dxp_id: Annotated[str, Field(min_length=1, max_length=16)] | None = None
     # DxpRep codes that mean the node took an envelope (default: the receipt ladder's 2, 120, 399, 800).
     dxp_success_codes: frozenset[str] | None = None
+    # What the hub delivers to this partner (receipts and DxpReps aside) expects its receipt within this time;
+    # without one it is sent again, the same bytes and message id, up to receipt_resends times, then parked.
+    receipt_timeout_seconds: Annotated[float, Field(gt=0)] = 600.0
+    receipt_resends: Annotated[int, Field(ge=0)] = 3
 
     @model_validator(mode="after")
     def _xml_needs_schema(self) -> PartnerConfig:
@@ -216,6 +220,10 @@ class RouteRetryConfig(Section):
     jitter: Annotated[float, Field(ge=0, le=1)] | None = None
 
 
+# A route's `from` for the messages the hub writes itself (a scheduled job's statistics): no partner sends them.
+HUB_ORIGIN = "hub"
+
+
 class RouteConfig(Section):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -231,6 +239,58 @@ class StatusConfig(Section):
     port: Annotated[int, Field(ge=0, le=65535)] = 8470
 
 
+class JobConfig(Section):
+    """One scheduled job: which registered function it runs (default: the job's own name), when, with what."""
+
+    run: str | None = None  # a name in hub.scheduler.jobs.JOBS; one function may run as several jobs
+    cron: str | None = None  # five fields, in scheduler.timezone: "30 2 * * *"
+    interval_seconds: Annotated[float, Field(gt=0)] | None = None
+    enabled: bool = True
+    params: dict[str, Any] = {}
+
+    @model_validator(mode="after")
+    def _one_trigger(self) -> JobConfig:
+        if (self.cron is None) == (self.interval_seconds is None):
+            raise ValueError('give cron (e.g. "30 2 * * *") or interval_seconds, one of them')
+        if self.cron is not None:
+            from apscheduler.triggers.cron import CronTrigger
+
+            try:
+                CronTrigger.from_crontab(self.cron)
+            except ValueError as exc:
+                raise ValueError(f"cron {self.cron!r}: {exc}") from None
+        return self
+
+
+class SchedulerConfig(Section):
+    """The job runner: one leader across all hub processes on one store runs every job."""
+
+    enabled: bool = True
+    timezone: str = "Asia/Shanghai"  # cron schedules are business hours in Beijing
+    # How often a process that does not lead tries for the leader lock: a dead leader's jobs move within this.
+    leader_check_seconds: Annotated[float, Field(gt=0, le=300)] = 2.0
+    # A run missed (hub down, leader handing over) still runs if it is at most this late; missed runs of one
+    # job run once, not once each (coalesce).
+    misfire_grace_seconds: Annotated[int, Field(ge=1)] = 6 * 3600
+
+    @model_validator(mode="after")
+    def _known_timezone(self) -> SchedulerConfig:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"timezone {self.timezone!r} is not a known time zone, e.g. Asia/Shanghai") from None
+        return self
+
+
+class RetentionConfig(Section):
+    """The retention sweep: settled messages older than this leave the hot store for the archive."""
+
+    delivered_days: Annotated[float, Field(gt=0)] = 90
+    archive_dir: Path = Path("var/archive")  # one gzipped JSON line per removed message, per day of removal
+
+
 class HubConfig(Section):
     hub: HubIdentity = HubIdentity()
     store: StoreConfig = StoreConfig()
@@ -240,6 +300,9 @@ class HubConfig(Section):
     signers: dict[str, SignerConfig] = {}
     partners: dict[str, PartnerConfig]
     routes: list[RouteConfig] = []
+    scheduler: SchedulerConfig = SchedulerConfig()
+    jobs: dict[str, JobConfig] = {}
+    retention: RetentionConfig = RetentionConfig()
 
     def route_retry(self, route: RouteConfig) -> RetryConfig:
         """The retry policy for the processing and delivery of the route's messages."""
@@ -251,9 +314,11 @@ class HubConfig(Section):
     def _routes_name_partners(self) -> HubConfig:
         from hub.models import MESSAGE_TYPES
 
+        if HUB_ORIGIN in self.partners:
+            raise ValueError(f"partners.{HUB_ORIGIN}: the name is the hub's own, for routes of what it writes")
         for i, route in enumerate(self.routes):
-            for end in (route.from_partner, route.to_partner):
-                if end not in self.partners:
+            for end, known in ((route.from_partner, {*self.partners, HUB_ORIGIN}), (route.to_partner, self.partners)):
+                if end not in known:
                     raise ValueError(f"routes[{i}] names partner {end!r}, which is not under [partners]")
             if route.message not in MESSAGE_TYPES:
                 raise ValueError(f"routes[{i}] names message {route.message!r}, which the hub does not know")
@@ -277,6 +342,16 @@ class HubConfig(Section):
         # Several hub processes share RabbitMQ; they need a store they can all write at once.
         if self.queue.kind == "rabbitmq" and not self.store.url.startswith("postgresql"):
             raise ValueError('queue.kind = "rabbitmq" needs a PostgreSQL store: store.url must be postgresql+psycopg://…')
+        return self
+
+    @model_validator(mode="after")
+    def _jobs_registered(self) -> HubConfig:
+        from hub.scheduler.jobs import JOBS
+
+        for name, job in self.jobs.items():
+            if (job.run or name) not in JOBS:
+                raise ValueError(f"jobs.{name} runs {job.run or name!r}, which is not a job the hub has "
+                                 f"({', '.join(sorted(JOBS))})")
         return self
 
     @model_validator(mode="after")

@@ -27,6 +27,7 @@ class Step:
 class Verdict:
     becomes: str
     repeat: bool  # acknowledge again, do not forward
+    opens: bool = False  # the message starts its conversation (none was known under its key)
 
 
 @dataclass(frozen=True)
@@ -99,7 +100,7 @@ def judge(message: CanonicalMessage, current: str | None) -> Verdict | Refusal:
         return Verdict(current or "", repeat=True)
     if current in step.requires:
         becomes = step.becomes if isinstance(step.becomes, str) else step.becomes(message)
-        return Verdict(becomes, repeat=False)
+        return Verdict(becomes, repeat=False, opens=current is None)
     if current is None:
         return Refusal(UNKNOWN_REFERENCE, f"answers {step.what} that the hub does not know")
     if step.refusal:

@@ -20,7 +20,7 @@ from sqlalchemy import Connection, or_, select, update
 from hub.channels.folder import FolderChannel
 from hub.config import HubConfig
 from hub.errors import DELIVERY_FAILED, HubError
-from hub.pipeline import AWAITING_SIGNATURE, RECEIVED
+from hub.pipeline import AWAITING_SIGNATURE, RECEIVED, RETRY_EVENT
 from hub.store import Store, messages, work
 from hub.workqueue import DbWorkQueue
 
@@ -75,14 +75,14 @@ class Operations:
             return [self._parked_item(conn, row) for row in conn.execute(query)]
 
     def _parked_item(self, conn: Connection, row: Any) -> dict[str, Any]:
-        target = f"{row.partner}/out/{row.file_name}" if row.kind == "deliver" else f"{row.kind} in the hub"
+        target = f"{row.partner}/out/{row.file_name}" if row.direction == "out" else f"{row.kind} in the hub"
         attempts = []
         parked_at = None
         for event in self.store.history(conn, row.id):
-            if event.event not in ("retry", REPLAYED, *_PARKED):
+            if event.event not in (RETRY_EVENT, REPLAYED, *_PARKED):
                 continue
             entry = {"at": iso(event.at), "event": event.event, "error": event.detail, "target": target}
-            retried = _RETRY_DETAIL.match(event.detail) if event.event == "retry" else None
+            retried = _RETRY_DETAIL.match(event.detail) if event.event == RETRY_EVENT else None
             if retried:
                 entry |= {"attempt": int(retried["attempt"]), "step": retried["step"], "error": retried["error"]}
             attempts.append(entry)
@@ -120,6 +120,7 @@ class Operations:
             if row.state == "parked":  # the step only runs on a message in the state it starts from
                 conn.execute(update(messages).where(messages.c.id == hub_id)
                              .values(state=_BEFORE_STEP[row.direction], updated_at=time.time()))
+                self.store.stop_awaiting(conn, hub_id)  # delivered afresh, it awaits its receipt afresh
             said = ", ".join(f"{state} {kind} runs now" for kind, state in items)
             self.store.add_event(conn, hub_id, REPLAYED, f"replayed by operator: {said}")
         return Outcome(hub_id, True, f"replayed: {said}")

@@ -20,10 +20,12 @@ at a time asks a signer that could not sign; the others wait without touching it
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import io
 import json
 import logging
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -35,7 +37,7 @@ from sqlalchemy import Connection, select
 from sqlalchemy.exc import OperationalError
 
 from hub.channels import Channel, ClaimedInput
-from hub.config import HubConfig
+from hub.config import HUB_ORIGIN, HubConfig
 from hub.conversations import Refusal, Verdict, judge
 from hub.errors import (
     DELIVERY_FAILED,
@@ -47,6 +49,7 @@ from hub.errors import (
     MESSAGE_TOO_LARGE,
     NO_ROUTE,
     OUT_OF_ORDER,
+    RECEIPT_TIMEOUT,
     RETRIES_EXHAUSTED,
     SIGNATURE_CHECK_FAILURES,
     UNKNOWN_REFERENCE,
@@ -78,9 +81,13 @@ from hub.workqueue import LeaseLost, WorkItem, WorkQueue
 log = logging.getLogger("hub.pipeline")
 
 _MAX_RECEIPT_ERRORS = 20
+_INTAKE_BATCH = 50  # inputs stored per transaction
 RECEIVED = "received"
 AWAITING_SIGNATURE = "awaiting-signature"
 _UNDECIDED = (RECEIVED, AWAITING_SIGNATURE)
+# History events counted by /metrics (hub/metrics.py): kept by name, so they are named once, here.
+RETRY_EVENT = "retry"  # a failed attempt that will be tried again
+RECEIPT_TIMEOUT_EVENT = "receipt-timeout"  # a receipt that did not come in time (a resend follows, or parking)
 _NEVER_ANSWERED = ("Receipt", "DxpRep")  # answering an answer is the way to an endless echo
 
 
@@ -120,6 +127,12 @@ def _root_name(xml: bytes) -> str:
     """The document's root element name (the envelope's MsgType), read without parsing the rest."""
     _event, root = next(etree.iterparse(io.BytesIO(xml), events=("start",)))
     return str(etree.QName(root).localname)
+
+
+def _version(message: CanonicalMessage) -> str:
+    """The document's version: its content as declared (appTime included) but not its message id. A sender that
+    sends a document again under a new id keeps its version; a change, or a new declaration, makes a new one."""
+    return hashlib.sha256(message.model_dump_json(by_alias=True, exclude={"message_id"}).encode()).hexdigest()
 
 
 def _node_verdict(answer: DxpAnswer) -> str:
@@ -167,30 +180,39 @@ class Pipeline:
 
     # -- intake ---------------------------------------------------------------------------------------
 
-    def take_in(self, claimed: ClaimedInput) -> None:
-        """Store an input as received and schedule its processing, once, whatever crashed before."""
-        with self.store.read() as conn:
-            if self.store.message_exists(conn, claimed.hub_id):
-                return
-        try:
-            raw = claimed.read(self.config.partners[claimed.partner].max_message_bytes)
-        except FileNotFoundError:
-            return  # a worker settled it since it was listed, so it was stored
+    def take_in(self, claimed: Sequence[ClaimedInput], recovered: bool = False) -> None:
+        """Store inputs as received and schedule their processing, once each, whatever crashed before: one
+        transaction per batch (a poll may bring hundreds; one each spent the hub's time on commits).
+        `recovered`: found in intake/ after a crash, so perhaps stored before it (a fresh poll's hub ids are new)."""
+        for start in range(0, len(claimed), _INTAKE_BATCH):
+            self._take_in(claimed[start:start + _INTAKE_BATCH], recovered)
+
+    def _take_in(self, claimed: Sequence[ClaimedInput], recovered: bool) -> None:
+        taken = []
+        for each in claimed:
+            try:
+                taken.append((each, each.read(self.config.partners[each.partner].max_message_bytes)))
+            except FileNotFoundError:
+                continue  # a worker settled it since it was listed, so it was stored
+        if not taken:
+            return
         with self.store.begin() as conn:
-            if self.store.message_exists(conn, claimed.hub_id):
-                return
-            self.store.add_message(
-                conn, id=claimed.hub_id, direction="in", partner=claimed.partner, state=RECEIVED,
-                file_name=claimed.name, size=claimed.size, raw=raw,
-                event_detail=f"{claimed.partner}/in/{claimed.name}, {claimed.size} bytes",
-            )
-            self.queue.enqueue(conn, "process", claimed.hub_id)
-        log.info("received %s/in/%s as %s (%d bytes)", claimed.partner, claimed.name, claimed.hub_id, claimed.size)
+            for each, raw in taken:
+                if recovered and self.store.message_exists(conn, each.hub_id):
+                    continue
+                self.store.add_message(
+                    conn, id=each.hub_id, direction="in", partner=each.partner, state=RECEIVED,
+                    file_name=each.name, size=each.size, raw=raw,
+                    event_detail=f"{each.partner}/in/{each.name}, {each.size} bytes",
+                )
+                self.queue.enqueue(conn, "process", each.hub_id)
+        for each, _raw in taken:
+            log.info("received %s/in/%s as %s (%d bytes)", each.partner, each.name, each.hub_id, each.size)
 
     # -- work -----------------------------------------------------------------------------------------
 
     def handle(self, item: WorkItem) -> None:
-        handlers = {"process": self._process, "deliver": self._deliver, "settle": self._settle}
+        handlers = {"process": self._process, "deliver": self._deliver, "resend": self._resend, "settle": self._settle}
         try:
             handlers[item.kind](item)
         except LeaseLost as exc:
@@ -214,8 +236,8 @@ class Pipeline:
             self.queue.retry_later(item, delay, str(err))
             with self.store.begin() as conn:
                 self.store.add_event(
-                    conn, item.message, "retry",
-                    f"{item.kind} attempt {item.attempts} failed: {err}; next in {delay:.1f} s",
+                    conn, item.message, RETRY_EVENT,
+                    f"{item.kind} attempt {item.attempts} failed: {err}; next in {delay:.2f} s",
                 )
             log.warning("%s of %s failed (attempt %d): %s; retry in %.1f s",
                         item.kind, item.message, item.attempts, err, delay)
@@ -247,7 +269,7 @@ class Pipeline:
             self._wait(item, row, err)
             return
         with self.store.begin() as conn:
-            if prepared is not None and self.store.get_message(conn, row.id).state in _UNDECIDED:
+            if prepared is not None and self.store.state_of(conn, row.id) in _UNDECIDED:
                 if not isinstance(prepared, DxpResponse) and prepared.taken is not None:
                     self._answer_envelope(conn, row, prepared.taken)
                 try:
@@ -265,8 +287,44 @@ class Pipeline:
                     if err.disposition is not Disposition.REJECT:
                         raise
                     self._reject(conn, row, err, prepared.refused if isinstance(prepared, Refused) else None)
+            decided, pending = self.store.get_head(conn, row.id), self.store.pending_answers(conn, row.id)
+        self._follow_through(item, decided, pending)
+
+    def _follow_through(self, item: WorkItem, row: Any, pending: list[Any]) -> None:
+        """Deliver what the decision scheduled and settle the input, under the process item's lease: no more
+        work items, claims and transactions for them. A crash before the item completes runs it again (the
+        decision is kept, what is still pending is delivered, settling twice is harmless); a delivery or settle
+        that fails here becomes a work item of its own under the retry policy."""
+        delivered, failed = [], []
+        for out in pending:
+            try:
+                self.channels[out.partner].deliver(out.file_name, out.raw)
+                delivered.append(out)
+            except OSError as exc:
+                log.warning("delivery of %s to %s/out/%s failed: %s; it retries on its own", out.message_type,
+                            out.partner, out.file_name, exc)
+                failed.append(out)
+        settled = None
+        if row.state not in _UNDECIDED:  # a message waiting for its signature has nothing to settle yet
+            try:
+                settled = self._settle_input(row)
+            except OSError as exc:
+                log.warning("settling %s/intake/%s failed: %s; it retries on its own", row.partner, row.file_name,
+                            exc)
+        # Not serialised with other processes' decisions: nothing here checks before it writes but `advance`,
+        # one conditional update.
+        with self.store.begin(serial=False) as conn:
+            for out in delivered:
+                self._delivered(conn, out)
+            for out in failed:
+                self.queue.enqueue(conn, "deliver", out.id)
+            if settled is None and row.state not in _UNDECIDED:
                 self.queue.enqueue(conn, "settle", row.id)
+            elif settled:
+                self.store.add_event(conn, row.id, "settled", settled)
             self.queue.complete(conn, item)
+        for out in delivered:
+            log.info("delivered %s to %s/out/%s", out.message_type, out.partner, out.file_name)
 
     def _wait(self, item: WorkItem, row: Any, err: HubError) -> None:
         """The receiver's signer cannot sign now: the same step again later, as a fresh item (no attempt spent)."""
@@ -388,30 +446,45 @@ class Pipeline:
         message, destination = prepared.message, prepared.destination
         sender, fmt = row.partner, self.formats[row.partner]
         mtype, mid = message.message_type, message.message_id
+        canonical = message.model_dump_json(by_alias=True)
 
         def refuse(code: Any, text: str, *loc: str | int) -> HubError:
             return HubError(code, text, fmt.field_path(mtype, loc), message_id=mid, message_type=mtype)
 
         first = self.store.first_seen(conn, sender, mid)
         if first:
-            raise refuse(DUPLICATE_MESSAGE, f"message {mid} was already received from {sender} (hub id {first})",
-                         "messageId")
+            raise self._duplicate(conn, first, canonical, refuse)
         if destination is None or prepared.payload is None:
             raise refuse(NO_ROUTE, f"no route takes {mtype} from {sender}", "messageId")
-        verdict = self._judge(conn, message, refuse)
+        key = message.business_key()
+        version = _version(message) if key is not None else None
+        earlier = self.store.first_version(conn, mtype, key, version) if key and version else None
+        # A version taken before is answered as it was, whatever state the conversation has moved on to.
+        verdict = None if earlier else self._judge(conn, message, refuse)
 
         # Every check has passed: record the decision, the onward message and the receipt together.
-        key = message.business_key()
         self.store.mark_seen(conn, sender, mid, row.id)
         self.store.set_state(
-            conn, row.id, "accepted", f"{mtype} {mid}",
+            conn, row.id, "accepted", f"{mtype} {mid}" + (f", the same version as {earlier}" if earlier else ""),
             message_id=mid, message_type=mtype, family=message.family, business_key=key,
-            canonical=message.model_dump_json(by_alias=True), **_NO_ERROR,
+            canonical=canonical, **_NO_ERROR,
         )
-        if key is not None:
+        if key is not None:  # an answer in the conversation is a receipt for what the hub sent there
+            self.store.answered_in_conversation(conn, sender, message.family, key)
+        if verdict is None:
+            assert earlier is not None
+            original = self.store.get_message(conn, earlier)
+            receipt = self.store.receipt_of(conn, earlier)
+            info = (f"{mtype} {key} acknowledged again: it repeats message {original.message_id}, accepted before "
+                    f"(receipt {receipt.message_id if receipt else 'none'}); not forwarded again")
+            self._answer(conn, row, message, ReturnStatus.ACCEPTED, info, [])
+            log.info("%s %s from %s repeats %s: answered, not forwarded", mtype, mid, sender, original.message_id)
+            return
+        if key is not None and version is not None:
+            self.store.mark_version(conn, mtype, key, version, row.id)
             enterprise = getattr(message, "enterprise", None)
             self.store.set_conversation(conn, message.family, key, enterprise.uscc if enterprise else "",
-                                        verdict.becomes)
+                                        verdict.becomes, verdict.opens)
         if isinstance(message, PolicyIssued):  # claims name the policy by its number, not by its proposal
             self.store.add_reference(conn, "policy", message.policy_no, row.id)
         if verdict.repeat:
@@ -421,6 +494,24 @@ class Pipeline:
             info = f"{mtype} accepted and forwarded to {destination}"
         self._answer(conn, row, message, ReturnStatus.ACCEPTED, info, [])
         log.info("accepted %s %s from %s (%s)", mtype, mid, sender, info)
+
+    def _duplicate(self, conn: Connection, first: str, canonical: str, refuse: Any) -> HubError:
+        """A message id taken before. The copy is refused DUPLICATE_MESSAGE either way, so nothing is processed
+        twice (issue 2). When it is the same message (its sender, having missed the answer, sent it again), the
+        original's receipt is delivered again too, the same bytes under the same name, so the sender gets it
+        (issue 5); a different message under a used id gets only the refusal: the original's receipt does not
+        answer it."""
+        original = self.store.get_message(conn, first)
+        said = f"message {original.message_id} was already received from {original.partner} (hub id {first})"
+        if original.canonical != canonical:
+            return refuse(DUPLICATE_MESSAGE, f"{said} with other content: a message id names one message",
+                          "messageId")
+        receipt = self.store.receipt_of(conn, first)
+        if receipt is None:
+            return refuse(DUPLICATE_MESSAGE, said, "messageId")
+        self.queue.enqueue(conn, "resend", receipt.id)
+        return refuse(DUPLICATE_MESSAGE, f"{said} and {original.state}: its receipt {receipt.message_id} is sent "
+                      "again; this copy is not processed", "messageId")
 
     def _judge(self, conn: Connection, message: CanonicalMessage, refuse: Any) -> Verdict:
         key = message.business_key()
@@ -485,6 +576,7 @@ class Pipeline:
             )
         good = receipt.return_status in (ReturnStatus.RECEIVED, ReturnStatus.ACCEPTED, ReturnStatus.CONCLUDED,
                                           ReturnStatus.FINAL)
+        self.store.stop_awaiting(conn, answered)
         self.store.set_state(conn, answered, "acknowledged" if good else "refused",
                              f"receipt {receipt.return_status.value}: {receipt.return_info}")
         self.store.set_state(conn, row.id, "accepted", f"receipt for {receipt.ref_message_id}",
@@ -513,8 +605,9 @@ class Pipeline:
         for message, answer in answered:
             if answer.succeeded(success):
                 self.store.add_event(conn, message, "taken-by-node", f"taken by the node: {_node_verdict(answer)}")
-            else:
+            else:  # no business receipt will come for it
                 self.store.set_state(conn, message, "refused", f"refused by the node: {_node_verdict(answer)}")
+                self.store.stop_awaiting(conn, message)
         self.store.set_state(conn, row.id, "accepted",
                              f"DxpRep for {', '.join(a.original.cop_msg_id for _, a in answered)}",
                              message_type="DxpRep", family="envelope")
@@ -565,25 +658,38 @@ class Pipeline:
         self._schedule(conn, row.partner, payload, row.id, f"answers envelope {received.cop_msg_id}",
                        message_type="DxpRep", family="envelope", file_name=f"DxpRep_{row.id}.xml")
 
+    def originate(self, conn: Connection, message: CanonicalMessage) -> str:
+        """A message the hub writes itself (a scheduled job's statistics), sent where its route from the hub
+        says: mapped, signed and enveloped as a forwarded one is, stored and scheduled for delivery in the
+        caller's transaction, so the caller's own record of it commits with it. Returns the receiver."""
+        destination = self.routes.get((message.message_type, HUB_ORIGIN))
+        if destination is None:
+            raise HubError(NO_ROUTE, f"no route takes {message.message_type} from the hub")
+        payload, signed = self._sign(destination, self.formats[destination].encode(message))
+        out = self._send(conn, destination, message, self._enveloped(destination, message, payload), None, signed)
+        self.queue.enqueue(conn, "deliver", out)  # no process step of an input will deliver it
+        return destination
+
     def _file_name(self, partner: str, message: CanonicalMessage) -> str:
         return f"{message.message_type}_{message.message_id}{self.formats[partner].file_suffix}"
 
     def _send(
-        self, conn: Connection, partner: str, message: CanonicalMessage, payload: bytes, answers: str, detail: str = ""
-    ) -> None:
-        self._schedule(
+        self, conn: Connection, partner: str, message: CanonicalMessage, payload: bytes, answers: str | None,
+        detail: str = "",
+    ) -> str:
+        return self._schedule(
             conn, partner, payload, answers, detail,
             message_id=message.message_id, message_type=message.message_type, family=message.family,
             business_key=message.business_key(), file_name=self._file_name(partner, message),
             canonical=message.model_dump_json(by_alias=True),
         )
 
-    def _schedule(self, conn: Connection, partner: str, payload: bytes, answers: str, detail: str,
-                  **described: Any) -> None:
-        """Store the bytes exactly as they will be delivered, and schedule their delivery (the outbox)."""
-        out = self.store.add_message(conn, direction="out", partner=partner, state="pending", size=len(payload),
-                                     raw=payload, answers=answers, event_detail=detail, **described)
-        self.queue.enqueue(conn, "deliver", out)
+    def _schedule(self, conn: Connection, partner: str, payload: bytes, answers: str | None, detail: str,
+                  **described: Any) -> str:
+        """Store the bytes exactly as they will be delivered (the outbox): the process step that stored them
+        delivers them before it completes. Returns the stored message's hub id."""
+        return self.store.add_message(conn, direction="out", partner=partner, state="pending", size=len(payload),
+                               raw=payload, answers=answers, event_detail=detail, **described)
 
     # -- deliver and settle ---------------------------------------------------------------------------
 
@@ -594,13 +700,85 @@ class Pipeline:
             self.channels[row.partner].deliver(row.file_name, row.raw)
         with self.store.begin() as conn:
             if row.state == "pending":
-                self.store.set_state(conn, row.id, "delivered", f"{row.partner}/out/{row.file_name}")
+                self._delivered(conn, row)
             self.queue.complete(conn, item)
         log.info("delivered %s to %s/out/%s", row.message_type, row.partner, row.file_name)
+
+    def _delivered(self, conn: Connection, row: Any) -> None:
+        target = f"{row.partner}/out/{row.file_name}"
+        if not self.store.advance(conn, row.id, "pending", "delivered", target):
+            # The partner's receipt came (and was noted) since the bytes landed: its state stands.
+            self.store.add_event(conn, row.id, "delivered", target)
+        elif row.message_type not in _NEVER_ANSWERED:
+            timeout = self.config.partners[row.partner].receipt_timeout_seconds
+            self.store.await_receipt(conn, row.id, row.partner, time.time() + timeout)
+
+    def _resend(self, item: WorkItem) -> None:
+        """Deliver a delivered message again: the same bytes under the same name, the same message id, so the
+        receiver can tell. A message awaiting its receipt is resent while the partner's resends last, then
+        parked RECEIPT_TIMEOUT; a receipt (answering a message its sender sent again) whenever asked."""
+        with self.store.read() as conn:
+            row = self.store.get_message(conn, item.message)
+            awaited = self.store.awaited(conn, row.id)
+        if row.state == "pending":  # replayed after it was parked: delivered afresh, its resends counted afresh
+            self._deliver(item)
+            return
+        chased = row.message_type not in _NEVER_ANSWERED
+        if chased and (awaited is None or row.state != "delivered"):  # its receipt came meanwhile
+            with self.store.begin() as conn:
+                self.queue.complete(conn, item)
+            return
+        partner = self.config.partners[row.partner]
+        target = f"{row.partner}/out/{row.file_name}"
+        if chased and awaited.resends >= partner.receipt_resends:
+            raise HubError(RECEIPT_TIMEOUT, f"no receipt from {row.partner} for {row.message_type} "
+                           f"{row.message_id} ({target}) within {partner.receipt_timeout_seconds:g} s of its "
+                           f"delivery nor of any of its {awaited.resends} resends")
+        self.channels[row.partner].deliver(row.file_name, row.raw)
+        with self.store.begin() as conn:
+            if chased:
+                self.store.postpone_receipt(conn, row.id, time.time() + partner.receipt_timeout_seconds, resent=True)
+                why = (f"no receipt within {partner.receipt_timeout_seconds:g} s (resend {awaited.resends + 1} of "
+                       f"{partner.receipt_resends})")
+            else:
+                why = "its message came again"
+            self.store.add_event(conn, row.id, "resent", f"{why}: {target}, {len(row.raw)} bytes")
+            self.queue.complete(conn, item)
+        log.info("resent %s %s to %s", row.message_type, row.message_id, target)
+
+    def sweep_overdue_receipts(self, now: float | None = None) -> int:
+        """Schedule a resend of every delivered message whose receipt is overdue (the resend parks it as
+        RECEIPT_TIMEOUT once the partner's resends are spent); returns how many. Idempotent and safe with several
+        hub processes: in one serialised write transaction each due time moves on before its resend is
+        scheduled, so another sweep, here or in another process, finds nothing due."""
+        now = time.time() if now is None else now
+        with self.store.read() as conn:  # most sweeps find nothing: they need not wait for the write lock
+            if not self.store.overdue_receipts(conn, now, limit=1):
+                return 0
+        with self.store.begin() as conn:
+            overdue = self.store.overdue_receipts(conn, now)
+            for message, partner in overdue:
+                timeout = self.config.partners[partner].receipt_timeout_seconds
+                self.store.postpone_receipt(conn, message, now + timeout)
+                self.store.add_event(conn, message, RECEIPT_TIMEOUT_EVENT,
+                                     f"no receipt from {partner} within {timeout:g} s: resend scheduled")
+                self.queue.enqueue(conn, "resend", message)
+        if overdue:
+            log.warning("%d receipts overdue: resends scheduled", len(overdue))
+        return len(overdue)
 
     def _settle(self, item: WorkItem) -> None:
         with self.store.read() as conn:
             row = self.store.get_message(conn, item.message)
+        settled = self._settle_input(row)
+        with self.store.begin() as conn:
+            if settled:
+                self.store.add_event(conn, row.id, "settled", settled)
+            self.queue.complete(conn, item)
+
+    def _settle_input(self, row: Any) -> str | None:
+        """File the input where it belongs (archive/, or rejected/ beside its errors); where it went, or None if
+        it was filed before."""
         accepted = row.state == "accepted"
         error = None
         if not accepted:
@@ -614,8 +792,6 @@ class Pipeline:
             found = json.loads(receipt)["errors"] if receipt else [
                 {"code": row.error_code, "field": field, "message": row.error_message}]
             error = {"code": row.error_code, "message": row.error_message, "field": field, "errors": found}
-        self.channels[row.partner].settle(row.file_name, row.id, accepted, error)
-        with self.store.begin() as conn:
-            where = "archive" if accepted else "rejected"
-            self.store.add_event(conn, row.id, "settled", f"{row.partner}/{where}/{row.file_name}")
-            self.queue.complete(conn, item)
+        if not self.channels[row.partner].settle(row.file_name, row.id, accepted, error):
+            return None
+        return f"{row.partner}/{'archive' if accepted else 'rejected'}/{row.file_name}"

@@ -1,4 +1,5 @@
-"""The read-only status interface: GET /health, /status, /messages/{id}. Every other method answers 405.
+"""The read-only status interface: GET /health, /status, /messages/{id}, /metrics (Prometheus). Every other
+method answers 405.
 
 It reads the store, the source of truth, so what it shows is what the hub will act on. Built on the
 standard library's threading HTTP server: a handful of JSON GET endpoints need no framework.
@@ -20,7 +21,9 @@ from typing import Any
 from sqlalchemy import Connection, func, or_, select
 
 from hub.config import HubConfig
+from hub.metrics import CONTENT_TYPE, HubCollector, Metrics
 from hub.pipeline import AWAITING_SIGNATURE
+from hub.scheduler.runs import overview
 from hub.store import Store, conversations, messages, work
 from hub.workqueue import DbWorkQueue
 
@@ -39,12 +42,15 @@ def _error(row: Any) -> dict[str, Any] | None:
 
 class StatusReader:
     def __init__(
-        self, config: HubConfig, store: Store, started_at: float, signers: Callable[[], dict[str, Any]] = dict
+        self, config: HubConfig, store: Store, started_at: float, signers: Callable[[], dict[str, Any]] = dict,
+        scheduler_role: Callable[[], str] = lambda: "off",
     ) -> None:
         self.config = config
         self.store = store
         self.started_at = started_at
         self.signers = signers  # each signer's status, read from the card or client without spending a PIN try
+        self.scheduler_role = scheduler_role  # this process's part in running the jobs: leader, standby, off
+        self.metrics = Metrics(HubCollector(store, signers, scheduler_role))
 
     def status(self) -> dict[str, Any]:
         signers = self.signers()  # talks to cards and clients: not while holding a snapshot of the store
@@ -56,8 +62,10 @@ class StatusReader:
                 "routes": [self._route(conn, r.message, r.from_partner, r.to_partner) for r in self.config.routes],
                 "conversations": self._conversations(conn),
                 "parked": self._parked(conn),
+                "receipts": self._receipts(conn),
                 "awaiting_signature": self._awaiting_signature(conn),
                 "signers": signers,
+                "jobs": {"this_process": self.scheduler_role(), "jobs": overview(self.config, conn, self.store.engine)},
             }
 
     def _messages(self, conn: Connection) -> dict[str, Any]:
@@ -118,6 +126,16 @@ class StatusReader:
             for r in rows
         ]
 
+    def _receipts(self, conn: Connection) -> dict[str, dict[str, Any]]:
+        """Per partner: what awaits its receipt (overdue, resent, parked RECEIPT_TIMEOUT) and the limits."""
+        found = self.store.receipts_awaited(conn, time.time())
+        none = {"awaited": 0, "overdue": 0, "resent": 0, "timed_out": 0}
+        return {
+            name: {**found.get(name, none), "timeout_seconds": p.receipt_timeout_seconds,
+                   "resends": p.receipt_resends}
+            for name, p in self.config.partners.items()
+        }
+
     def _awaiting_signature(self, conn: Connection) -> list[dict[str, Any]]:
         """Messages whose receiver's signer cannot sign now, and why (they go on by themselves once it can)."""
         rows = conn.execute(
@@ -176,6 +194,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(HTTPStatus.OK if ok else HTTPStatus.SERVICE_UNAVAILABLE, {"status": "ok" if ok else "down"})
         elif path == "/status":
             self._json(HTTPStatus.OK, self.reader.status())
+        elif path == "/metrics":
+            self._send(HTTPStatus.OK, self.reader.metrics.render(), CONTENT_TYPE)
         elif path.startswith("/messages/"):
             found = self.reader.message(path.removeprefix("/messages/"))
             if found is None:
@@ -183,7 +203,8 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 self._json(HTTPStatus.OK, found)
         else:
-            self._json(HTTPStatus.NOT_FOUND, {"error": f"no such page {path}; try /health, /status, /messages/ID"})
+            self._json(HTTPStatus.NOT_FOUND,
+                       {"error": f"no such page {path}; try /health, /status, /metrics, /messages/ID"})
 
     def do_HEAD(self) -> None:
         self.do_GET()
@@ -200,8 +221,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _json(self, status: HTTPStatus, body: Any, headers: dict[str, str] | None = None) -> None:
         payload = json.dumps(body, ensure_ascii=False, indent=2, default=str).encode()
+        self._send(status, payload, "application/json; charset=utf-8", headers)
+
+    def _send(self, status: HTTPStatus, payload: bytes, content_type: str, headers: dict[str, str] | None = None
+              ) -> None:
         self.send_response(status)
-        self.send_header("Content-Type", "application/json; charset=utf-8")
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(payload)))
         for k, v in (headers or {}).items():
             self.send_header(k, v)

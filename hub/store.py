@@ -102,6 +102,28 @@ seen_messages = Table(
     Column("first", String(36), ForeignKey("messages.id"), nullable=False),
 )
 
+# Idempotent consumer by business key and version: one document (its content, appTime included, but not its
+# message id) is taken once under its key, whatever id its sender gives it when it sends it again.
+seen_versions = Table(
+    "seen_versions",
+    metadata,
+    Column("message_type", String(40), primary_key=True),
+    Column("business_key", String(60), primary_key=True),
+    Column("version", String(64), primary_key=True),  # sha-256 of the canonical content without the message id
+    Column("first", String(36), ForeignKey("messages.id"), nullable=False),
+)
+
+# Delivered messages whose receipt has not come: due when the partner's receipt timeout passes.
+awaited_receipts = Table(
+    "awaited_receipts",
+    metadata,
+    Column("message", String(36), ForeignKey("messages.id"), primary_key=True),
+    Column("partner", String(40), nullable=False),
+    Column("due_at", Float, nullable=False),
+    Column("resends", Integer, nullable=False),  # sent again for want of the receipt, since the last delivery
+    Index("ix_awaited_receipts_due", "due_at"),
+)
+
 # Business identifiers other than a conversation's key that later messages cite (a claim names its policy by
 # number; the policy's conversation is keyed by its proposal), recorded when the message is accepted.
 references = Table(
@@ -129,8 +151,50 @@ work = Table(
     Index("ix_work_lease", "state", "lease_until"),
 )
 
+# Each run of a scheduled job, whichever process ran it: `jobs` and /status show the last, /metrics counts them.
+# An operator's `jobs run NAME` while another process leads is a "requested" row that the leader runs.
+job_runs = Table(
+    "job_runs",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("job", String(60), nullable=False),
+    Column("trigger", String(10), nullable=False),  # "schedule" or "operator"
+    Column("state", String(10), nullable=False),  # requested, running, ok, failed
+    Column("requested_at", Float, nullable=False),
+    Column("started_at", Float),
+    Column("finished_at", Float),
+    Column("runner", String(80)),  # host:pid of the process that ran it
+    Column("result", Text),  # the job's one-line result
+    Column("error", Text),
+    Index("ix_job_runs_job", "job", "id"),
+    Index("ix_job_runs_state", "state"),
+)
+
+# What retention removed from the hot store, counted, so the totals /metrics reports never go down.
+retired_totals = Table(
+    "retired_totals",
+    metadata,
+    Column("direction", String(3), primary_key=True),
+    Column("partner", String(40), primary_key=True),
+    Column("messages", Integer, nullable=False, default=0),
+    Column("retries", Integer, nullable=False, default=0),
+    Column("receipt_timeouts", Integer, nullable=False, default=0),
+)
+
+
+# How far a scheduled job has got (the risk feed's position, the last period compiled), moved in the same
+# transaction as the work it records, so a crash leaves it where the store's facts are.
+cursors = Table(
+    "cursors",
+    metadata,
+    Column("name", String(80), primary_key=True),
+    Column("position", String(200), nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
 
 _WRITE = "hub_write"
+_EVENTS = "hub_events"  # a write transaction's events, inserted when it ends
 
 # Statements built once: the hot path passes only parameters. Building them per call (`.values(**kw)`) spent
 # most of the hub's time in SQLAlchemy's statement coercion and cache-key generation (measured).
@@ -138,14 +202,45 @@ _INSERT_MESSAGE = insert(messages)
 _INSERT_EVENT = insert(events)
 _UPDATE_MESSAGE = update(messages).where(messages.c.id == bindparam("_id"))
 _GET_MESSAGE = select(messages).where(messages.c.id == bindparam("_id"))
+_PENDING_ANSWERS = select(messages).where(messages.c.answers == bindparam("_id"), messages.c.state == "pending")
+_GET_HEAD = select(*(c for c in messages.c if c.name not in ("raw", "canonical"))).where(
+    messages.c.id == bindparam("_id")
+)
+_GET_STATE = select(messages.c.state).where(messages.c.id == bindparam("_id"))
 _MESSAGE_EXISTS = select(messages.c.id).where(messages.c.id == bindparam("_id"))
 _INSERT_SEEN = insert(seen_messages)
 _FIRST_SEEN = select(seen_messages.c.first).where(
     seen_messages.c.partner == bindparam("_partner"), seen_messages.c.message_id == bindparam("_message_id")
 )
+_INSERT_VERSION = insert(seen_versions)
+_FIRST_VERSION = select(seen_versions.c.first).where(
+    seen_versions.c.message_type == bindparam("_type"), seen_versions.c.business_key == bindparam("_key"),
+    seen_versions.c.version == bindparam("_version"),
+)
+_UPDATE_STATE_FROM = update(messages).where(messages.c.id == bindparam("_id"), messages.c.state == bindparam("_from"))
+_AWAIT = insert(awaited_receipts)
+_STOP_AWAITING = delete(awaited_receipts).where(awaited_receipts.c.message == bindparam("_message"))
+_ANSWERED_IN_CONVERSATION = delete(awaited_receipts).where(
+    awaited_receipts.c.message.in_(
+        select(messages.c.id).where(
+            messages.c.direction == "out", messages.c.partner == bindparam("_partner"),
+            messages.c.family == bindparam("_family"), messages.c.business_key == bindparam("_key"),
+        )
+    )
+)
+_AWAITED = select(awaited_receipts).where(awaited_receipts.c.message == bindparam("_message"))
+_OVERDUE = (
+    select(awaited_receipts.c.message, awaited_receipts.c.partner)
+    .join(messages, messages.c.id == awaited_receipts.c.message)
+    .where(awaited_receipts.c.due_at <= bindparam("_now"), messages.c.state == "delivered")
+    .order_by(awaited_receipts.c.due_at)
+)
+_POSTPONE = update(awaited_receipts).where(awaited_receipts.c.message == bindparam("_message"))
+_RESENT = _POSTPONE.values(resends=awaited_receipts.c.resends + 1)
 _CONVERSATION = select(conversations).where(
     conversations.c.family == bindparam("_family"), conversations.c.business_key == bindparam("_key")
 )
+_INSERT_CONVERSATION = insert(conversations)
 _UPDATE_CONVERSATION = (
     update(conversations)
     .where(conversations.c.family == bindparam("_family"), conversations.c.business_key == bindparam("_key"))
@@ -185,6 +280,9 @@ def make_engine(url: str, connections: int = 5) -> Engine:
         cursor = dbapi_conn.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
+        # No checkpoint inside a commit (it fsyncs: 100 ms and more on a busy disk, in whichever worker's
+        # commit hit it): the running hub checkpoints in a thread of its own (Store.checkpoint).
+        cursor.execute("PRAGMA wal_autocheckpoint=0")
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
@@ -193,7 +291,10 @@ def make_engine(url: str, connections: int = 5) -> Engine:
     def _sqlite_begin(conn: Connection) -> None:
         # Writers take the write lock at the start: two workers never claim the same row, and no
         # transaction fails half-way on a lock upgrade. Readers begin deferred and never block writers (WAL).
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get(_WRITE) else "BEGIN")
+        # Straight to the driver: through SQLAlchemy's execute, a BEGIN cost as much as a statement.
+        conn.connection.driver_connection.execute(  # type: ignore[union-attr]
+            "BEGIN IMMEDIATE" if conn.get_execution_options().get(_WRITE) else "BEGIN"
+        )
 
     return engine
 
@@ -219,13 +320,25 @@ class Store:
         with self._writer, self.engine.connect().execution_options(**{_WRITE: True}) as conn, conn.begin():
             if serial and not self.is_sqlite:
                 conn.execute(_SERIAL_WRITES)
-            yield conn
+            events = conn.info[_EVENTS] = []
+            try:
+                yield conn
+                if events:
+                    conn.execute(_INSERT_EVENT, events)
+            finally:
+                del conn.info[_EVENTS]
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
         """A read-only look at a consistent snapshot."""
         with self.engine.connect() as conn:
             yield conn
+
+    def checkpoint(self) -> None:
+        """Copy SQLite's write-ahead log into the database as far as readers allow, without blocking anyone."""
+        if self.is_sqlite:
+            with self.engine.connect() as conn:
+                conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
 
     # -- messages and their history -------------------------------------------------------------------
 
@@ -245,12 +358,41 @@ class Store:
         Store.add_event(conn, message, state, detail)
 
     @staticmethod
+    def advance(conn: Connection, message: str, before: str, state: str, detail: str = "") -> bool:
+        """Move a message from state `before` to `state`; False (and nothing recorded) if it has moved on."""
+        moved = conn.execute(
+            _UPDATE_STATE_FROM, {"_id": message, "_from": before, "state": state, "updated_at": time.time()}
+        ).rowcount
+        if moved:
+            Store.add_event(conn, message, state, detail)
+        return bool(moved)
+
+    @staticmethod
     def add_event(conn: Connection, message: str, name: str, detail: str = "") -> None:
-        conn.execute(_INSERT_EVENT, {"message": message, "at": time.time(), "event": name, "detail": detail})
+        """In a write transaction the events are inserted together when it ends (one statement, not one each)."""
+        event = {"message": message, "at": time.time(), "event": name, "detail": detail}
+        if _EVENTS in conn.info:
+            conn.info[_EVENTS].append(event)
+        else:
+            conn.execute(_INSERT_EVENT, event)
 
     @staticmethod
     def get_message(conn: Connection, message: str) -> Any:
         return conn.execute(_GET_MESSAGE, {"_id": message}).one_or_none()
+
+    @staticmethod
+    def get_head(conn: Connection, message: str) -> Any:
+        """A message without its bytes and canonical form."""
+        return conn.execute(_GET_HEAD, {"_id": message}).one_or_none()
+
+    @staticmethod
+    def state_of(conn: Connection, message: str) -> str | None:
+        return conn.execute(_GET_STATE, {"_id": message}).scalar()
+
+    @staticmethod
+    def pending_answers(conn: Connection, message: str) -> list[Any]:
+        """What the hub stored to send for an inbound message (forwarded copy, receipt, DxpRep), not yet sent."""
+        return list(conn.execute(_PENDING_ANSWERS, {"_id": message}))
 
     @staticmethod
     def message_exists(conn: Connection, message: str) -> bool:
@@ -271,6 +413,79 @@ class Store:
     def mark_seen(conn: Connection, partner: str, message_id: str, first: str) -> None:
         conn.execute(_INSERT_SEEN, {"partner": partner, "message_id": message_id, "first": first})
 
+    @staticmethod
+    def first_version(conn: Connection, message_type: str, business_key: str, version: str) -> str | None:
+        row = conn.execute(_FIRST_VERSION, {"_type": message_type, "_key": business_key, "_version": version}).first()
+        return row[0] if row else None
+
+    @staticmethod
+    def mark_version(conn: Connection, message_type: str, business_key: str, version: str, first: str) -> None:
+        conn.execute(_INSERT_VERSION, {"message_type": message_type, "business_key": business_key,
+                                       "version": version, "first": first})
+
+    @staticmethod
+    def receipt_of(conn: Connection, message: str) -> Any:
+        """The receipt the hub sent answering an inbound message (its hub id and message id), if any."""
+        return conn.execute(
+            select(messages.c.id, messages.c.message_id)
+            .where(messages.c.answers == message, messages.c.message_type == "Receipt")
+        ).first()
+
+    # -- receipts awaited ----------------------------------------------------------------------------
+
+    @staticmethod
+    def await_receipt(conn: Connection, message: str, partner: str, due_at: float) -> None:
+        """Its receipt is due by `due_at` (an operator's replay of a message parked for want of one ended the
+        earlier wait: stop_awaiting)."""
+        conn.execute(_AWAIT, {"message": message, "partner": partner, "due_at": due_at, "resends": 0})
+
+    @staticmethod
+    def stop_awaiting(conn: Connection, message: str) -> None:
+        conn.execute(_STOP_AWAITING, {"_message": message})
+
+    @staticmethod
+    def answered_in_conversation(conn: Connection, partner: str, family: str, business_key: str) -> None:
+        """The partner answered in this conversation: what the hub sent it there reached it (DOMAIN.md §9:
+        business answers are receipts too), so none of it awaits a receipt any more."""
+        conn.execute(_ANSWERED_IN_CONVERSATION, {"_partner": partner, "_family": family, "_key": business_key})
+
+    @staticmethod
+    def awaited(conn: Connection, message: str) -> Any:
+        return conn.execute(_AWAITED, {"_message": message}).one_or_none()
+
+    @staticmethod
+    def overdue_receipts(conn: Connection, now: float, limit: int = 500) -> list[Any]:
+        """Delivered messages whose receipt is overdue, most overdue first: (message, partner)."""
+        return list(conn.execute(_OVERDUE.limit(limit), {"_now": now}))
+
+    @staticmethod
+    def postpone_receipt(conn: Connection, message: str, due_at: float, resent: bool = False) -> None:
+        """A new due time; `resent`: the message was just sent again, one more resend counted."""
+        conn.execute(_RESENT if resent else _POSTPONE, {"_message": message, "due_at": due_at})
+
+    @staticmethod
+    def receipts_awaited(conn: Connection, now: float) -> dict[str, dict[str, int]]:
+        """By partner: messages awaiting their receipt, how many of them are overdue, how many were resent,
+        and how many were parked for want of one."""
+        counts: dict[str, dict[str, int]] = {}
+        for partner, awaited, overdue, resent in conn.execute(
+            select(awaited_receipts.c.partner, func.count(),
+                   func.count().filter(awaited_receipts.c.due_at <= now),
+                   func.count().filter(awaited_receipts.c.resends > 0))
+            .join(messages, messages.c.id == awaited_receipts.c.message)
+            .where(messages.c.state == "delivered")
+            .group_by(awaited_receipts.c.partner)
+        ):
+            counts[partner] = {"awaited": awaited, "overdue": overdue, "resent": resent, "timed_out": 0}
+        for partner, timed_out in conn.execute(
+            select(messages.c.partner, func.count())
+            .where(messages.c.direction == "out", messages.c.state == "parked",
+                   messages.c.error_code == "RECEIPT_TIMEOUT")
+            .group_by(messages.c.partner)
+        ):
+            counts.setdefault(partner, {"awaited": 0, "overdue": 0, "resent": 0})["timed_out"] = timed_out
+        return counts
+
     # -- conversations -------------------------------------------------------------------------------
 
     @staticmethod
@@ -278,18 +493,18 @@ class Store:
         return conn.execute(_CONVERSATION, {"_family": family, "_key": business_key}).one_or_none()
 
     @staticmethod
-    def set_conversation(conn: Connection, family: str, business_key: str, enterprise: str, state: str) -> None:
+    def set_conversation(
+        conn: Connection, family: str, business_key: str, enterprise: str, state: str, opens: bool
+    ) -> None:
+        """`opens`: the conversation is new (its key was looked up in this transaction and not found)."""
         now = time.time()
-        changed = conn.execute(
-            _UPDATE_CONVERSATION, {"_family": family, "_key": business_key, "state": state, "updated_at": now}
-        ).rowcount
-        if not changed:
-            conn.execute(
-                insert(conversations).values(
-                    family=family, business_key=business_key, enterprise=enterprise, state=state,
-                    created_at=now, updated_at=now,
-                )
-            )
+        if opens:
+            conn.execute(_INSERT_CONVERSATION, {"family": family, "business_key": business_key,
+                                                "enterprise": enterprise, "state": state, "created_at": now,
+                                                "updated_at": now})
+        else:
+            conn.execute(_UPDATE_CONVERSATION, {"_family": family, "_key": business_key, "state": state,
+                                                "updated_at": now})
 
     @staticmethod
     def enterprise_in_state(conn: Connection, family: str, enterprise: str, state: str) -> bool:
@@ -316,6 +531,20 @@ class Store:
             .join(references, references.c.message == messages.c.id)
             .where(references.c.kind == kind, references.c.key == key)
         ).scalar()
+
+    # -- cursors ---------------------------------------------------------------------------------------
+
+    @staticmethod
+    def cursor(conn: Connection, name: str) -> str | None:
+        return conn.execute(select(cursors.c.position).where(cursors.c.name == name)).scalar()
+
+    @staticmethod
+    def set_cursor(conn: Connection, name: str, position: str) -> None:
+        now = time.time()
+        if not conn.execute(
+            update(cursors).where(cursors.c.name == name).values(position=position, updated_at=now)
+        ).rowcount:
+            conn.execute(insert(cursors).values(name=name, position=position, updated_at=now))
 
     @staticmethod
     def count_by(conn: Connection, *columns: Any) -> list[Any]:

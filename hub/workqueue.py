@@ -61,6 +61,10 @@ class WorkQueue(Protocol):
     def done(self, item: WorkItem) -> None:
         """The worker has finished with the item (its transaction committed, or it gave up): called after."""
 
+    def reap(self) -> int:
+        """Return the work of dead workers (expired leases) to the queue; how many items."""
+        ...
+
     def loops(self) -> list[tuple[str, Callable[[Event], None]]]:
         """Background loops the hub runs in threads of their own until the event is set."""
         ...

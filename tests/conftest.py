@@ -8,6 +8,7 @@ import secrets
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +109,21 @@ class Exchange:
         return found[0]
 
 
+def platform_receipt(ref: str) -> bytes:
+    """The platform's receipt accepting the PendingPolicy `ref` the hub delivered to it, as the platform sends it."""
+    from hub.mappers.platform_json import PlatformJson
+    from hub.models import Receipt, ReturnStatus, Sender
+    from hub.models.base import BEIJING, new_message_id
+
+    now = datetime.now(BEIJING)
+    return PlatformJson().encode(Receipt(
+        message_id=new_message_id(), created_at=now,
+        sender=Sender(cop_code="91330782MA2H7K3R9J", cop_name="单一窗口", dxp_id="DXPSWP0000000001"),
+        ref_message_id=ref, ref_message_type="PendingPolicy", return_status=ReturnStatus.ACCEPTED,
+        return_time=now, return_info="已收到",
+    ))
+
+
 def _default_config() -> HubConfig:
     return load_config(DEFAULT_CONFIG, environ={})
 
@@ -190,6 +206,12 @@ def start_hub() -> Iterator[Callable[[HubConfig], Hub]]:
     yield start
     for hub in started:
         hub.stop()
+
+
+@pytest.fixture
+def backend_hub(store_url: str, tmp_path: Path, start_hub: Callable[[HubConfig], Hub]) -> Hub:
+    """A running hub on the default config and temporary folders, on each store backend."""
+    return start_hub(load_config(DEFAULT_CONFIG, environ=hub_environ(tmp_path, HUB_STORE__URL=store_url)))
 
 
 RABBITMQ_URL = os.environ.get("HUB_TEST_RABBITMQ", "amqp://guest:guest@127.0.0.1:5672//")

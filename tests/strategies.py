@@ -171,6 +171,9 @@ def _message_fixups(model: type[CanonicalMessage], data: dict[str, Any]) -> dict
         invoices = [s["invoiceNo"] for s in data["shipments"]]
         for n, attachment in enumerate(data["attachments"]):
             attachment["invoiceNo"] = invoices[n % len(invoices)]
+    if model.message_type == "AuthorizedDataStatistics":
+        data["period"] = str(data["createdAt"])[:{"day": 10, "month": 7, "year": 4}[data["frequency"]]]
+        data["counts"] = list({count["dataKind"]: count for count in data["counts"]}.values())
     if model.message_type == "AgreementSignRequest":
         data["seal"]["validTo"] = "2099-12-31"
     if model.message_type == "TradeRegistration":

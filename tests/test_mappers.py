@@ -4,15 +4,18 @@ independent validator too."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
 
 import jsonschema
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from lxml import etree
 
+from hub.errors import HubError
 from hub.mappers.hub_xml import HubXml
 from hub.mappers.platform_json import PlatformJson, platform_json_schemas
 from hub.mappers.xsd import schema_text
@@ -47,11 +50,56 @@ def test_platform_json_round_trip_is_identity(message: CanonicalMessage) -> None
     assert JSON.decode(JSON.encode(message)) == message
 
 
+def _as_lxml_writes_it(raw: bytes) -> bytes:
+    return etree.tostring(etree.fromstring(raw), xml_declaration=True, encoding="UTF-8", pretty_print=True)
+
+
+@ROUND_TRIPS
+@given(ALL_MESSAGES)
+def test_emitted_xml_is_byte_for_byte_what_lxml_writes_for_it(message: CanonicalMessage) -> None:
+    raw = xml_for(message).encode(message)
+    assert _as_lxml_writes_it(raw) == raw
+
+
+def test_texts_with_line_breaks_tabs_and_markup_reach_the_insurer_unchanged() -> None:
+    document = json.loads((FIXTURES / "claims" / "valid" / "platform-claim-application.json").read_bytes())
+    document["mitigation"] = 'stopped shipping\r\n\tcalled the buyer & agent <twice> ]]> "urgent" \'x\''
+    document["buyer"]["listed"]["englishName"] = "BRIGHTWAY\rTOYS\tTRADING\nLLC & <CO>"
+    message = JSON.decode(json.dumps(document).encode())
+    raw = XML.encode(message)
+    assert b"stopped shipping&#13;\n\tcalled the buyer &amp; agent &lt;twice&gt; ]]&gt;" in raw
+    assert _as_lxml_writes_it(raw) == raw
+    assert XML.decode(raw) == message
+    assert JSON.encode(message) == _as_json_dumps_writes_it(message)
+    assert JSON.decode(JSON.encode(message)) == message
+
+
+def _as_json_dumps_writes_it(message: CanonicalMessage) -> bytes:
+    body = message.model_dump(mode="json", by_alias=True, exclude_none=True)
+    return json.dumps({"messageType": message.message_type, **body}, ensure_ascii=False, indent=2).encode()
+
+
+@ROUND_TRIPS
+@given(ALL_MESSAGES)
+def test_emitted_json_is_byte_for_byte_what_json_dumps_writes(message: CanonicalMessage) -> None:
+    assert JSON.encode(message) == _as_json_dumps_writes_it(message)
+
+
 def test_every_valid_fixture_decodes_and_re_encodes_to_the_same_bytes() -> None:
     for path in sorted((UNDERWRITING / "valid").iterdir()):
         fmt = XML if path.suffix == ".xml" else JSON
         raw = path.read_bytes()
         assert fmt.encode(fmt.decode(raw)).strip() == raw.strip(), path.name
+
+
+def test_an_app_time_that_is_no_real_time_is_refused_naming_the_field() -> None:
+    raw = (UNDERWRITING / "valid" / "insurer-pending-policy-new.xml").read_bytes()
+    for app_time, reason in (("20261131090000", "day is out of range for month"), ("20261122250000", "unconverted")):
+        bad = re.sub(rb"<appTime>[0-9]{14}</appTime>", f"<appTime>{app_time}</appTime>".encode(), raw)
+        with pytest.raises(HubError) as caught:
+            XML.decode(bad)
+        assert (caught.value.code, caught.value.field) == ("FIELD_INVALID", "/ECI101Message/Head/appTime")
+        assert reason in str(caught.value)
 
 
 def test_json_schemas_cover_every_message_type_and_carry_identifier_patterns() -> None:

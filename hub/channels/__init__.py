@@ -39,6 +39,7 @@ class Channel(Protocol):
         """Hand one message to the partner, atomically; delivering the same name again replaces it."""
         ...
 
-    def settle(self, claimed_name: str, hub_id: str, accepted: bool, error: dict[str, Any] | None) -> None:
-        """Put an input where it belongs once the hub has decided on it; doing it twice is harmless."""
+    def settle(self, claimed_name: str, hub_id: str, accepted: bool, error: dict[str, Any] | None) -> bool:
+        """Put an input where it belongs once the hub has decided on it; doing it twice is harmless (False: it
+        was settled before)."""
         ...

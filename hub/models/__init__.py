@@ -1,6 +1,6 @@
 """Canonical models: one pydantic class per message type, in the domain's words, one module per family."""
 
-from hub.models import agreement, authorization, claims, customs, inquiry, risk, trade, underwriting
+from hub.models import agreement, authorization, claims, customs, inquiry, risk, statistics, trade, underwriting
 from hub.models.base import CanonicalMessage, Sender
 from hub.models.receipt import Receipt, ReceiptError, ReturnStatus
 from hub.models.underwriting import (
@@ -11,7 +11,7 @@ from hub.models.underwriting import (
     PolicyReceipt,
 )
 
-FAMILIES = (underwriting, agreement, authorization, inquiry, claims, customs, risk, trade)
+FAMILIES = (underwriting, agreement, authorization, inquiry, claims, customs, risk, trade, statistics)
 
 MESSAGE_TYPES: dict[str, type[CanonicalMessage]] = {
     cls.message_type: cls for family in FAMILIES for cls in family.MESSAGES

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import date
 from decimal import Decimal
 from enum import StrEnum
@@ -29,10 +30,11 @@ from hub.models.parties import Attachment, Enterprise, Insurer
 
 MIN_CHINESE_CHARACTERS = 20
 MAX_ATTACHMENTS_BYTES = 40 * 1024 * 1024
+_CHINESE_CHARACTER = re.compile("[\u4e00-\u9fff]")  # CJK Unified Ideographs
 
 
 def _twenty_chinese_characters(value: str) -> str:
-    count = sum(1 for c in value if "\u4e00" <= c <= "\u9fff")
+    count = len(_CHINESE_CHARACTER.findall(value))
     if count < MIN_CHINESE_CHARACTERS:
         raise ValueError(f"has {count} Chinese characters; at least {MIN_CHINESE_CHARACTERS} are required")
     return value

@@ -1,0 +1,336 @@
+"""End to end: the running hub's sustained throughput and latency per backend, against the bare floor
+
+The hub runs as its own process (`python run_hub.py`, 2 workers, the default config with overrides) on a
+temporary folder under var/; this process plays the partners through the drop folders. The mix: seven
+message types that each open a conversation, so any number can flow (insurer → platform: PendingPolicy,
+RiskArticle; platform → insurer, signed by the hub with a software RSA-2048 key (rsa-sha256):
+InsuranceInquiry, AgreementSignRequest, TradeRegistration in both modes; platform → customs, signed the same
+way: CustomsRecordQuery), each fixture with a new message id and business key. *Throughput*: a backlog of
+messages dropped at once; messages per second from the first drop until the last forwarded message and
+receipt are in the partners' out/ folders (every one is checked there, once). *Latency*: messages dropped at
+a steady 100 per second (the target's rate), then 25 per second (which this hub keeps up with, so no queue
+builds); per message, from its rename into in/ to its forwarded copy's write into out/. The
+folders and the idle workers poll every 10 ms here (defaults 200 ms and 50 ms). *Bare floor*: the same
+decode (parse + XSD/schema validation + models), encode (map + validate) and sign of the same messages in a
+plain loop in one thread, no store, no files, in the same run; the hub's share is its throughput / the floor.
+Single runs on a shared 2-core machine that also runs the partners' side (and other people's work: the load
+average is noted).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import secrets
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench import Result, Unavailable
+from hub.app import Signers, build_formats
+from hub.config import DEFAULT_CONFIG, HubConfig, load_config
+from hub.mappers import MessageFormat
+from hub.models import CanonicalMessage
+from hub.models.base import new_message_id
+from hub.schemas import HUB_SCHEMAS, SchemaRegistry
+from hub.signing import sign_document
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "fixtures"
+KEYS = FIXTURES / "signing"
+# The hub's own default place (var/), not /tmp: on this machine /tmp created files up to 20 times slower.
+VAR = ROOT / "var"
+PARTNERS = ("platform", "insurer", "customs")
+MIX = (
+    "underwriting/valid/insurer-pending-policy-new.xml",
+    "risk/valid/insurer-risk-article-new.xml",
+    "inquiry/valid/platform-insurance-inquiry.json",
+    "agreement/valid/platform-agreement-sign-request.json",
+    "trade/valid/platform-trade-registration.json",
+    "trade/valid/platform-trade-registration-direct.json",
+    "customs/valid/platform-customs-record-query.json",
+)
+BACKLOG = 1500  # messages in the throughput run
+STEADY_RATE = 100.0  # messages per second in the latency run (the target's rate)
+SLOW_RATE = 25.0  # and again at a rate this machine's hub keeps up with, for the latency without a queue
+STEADY_SECONDS = 6.0
+# The drop folders and the idle workers look for work this often (defaults 0.2 s and 0.05 s): a message's
+# latency includes up to one look of each.
+POLL_SECONDS = 0.01
+TARGET_RATE = 500  # messages/s, embedded and RabbitMQ + PostgreSQL with 2 workers (issue 5)
+TARGET_P99_MS = 50
+TARGET_SHARE = 0.5  # of the bare floor
+
+
+@dataclass(frozen=True)
+class Backend:
+    """A backend is a set of config overrides (HUB_SECTION__KEY), made ready by `setup` for one run."""
+
+    name: str
+    setup: Callable[[], AbstractContextManager[dict[str, str]]]
+
+
+@contextmanager
+def _fresh_postgres() -> Iterator[dict[str, str]]:
+    try:
+        import psycopg
+    except ImportError:
+        raise Unavailable("psycopg is not installed") from None
+    server = os.environ.get("HUB_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432")
+    admin = f"{server.replace('+psycopg', '')}/postgres"
+    name = f"hub_bench_{secrets.token_hex(6)}"
+    try:
+        with psycopg.connect(admin, autocommit=True, connect_timeout=3) as conn:
+            conn.execute(f"CREATE DATABASE {name}")
+    except psycopg.Error as exc:
+        raise Unavailable(f"PostgreSQL at {server}: {exc}") from None
+    try:
+        yield {"HUB_STORE__URL": f"{server}/{name}"}
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
+
+
+BACKENDS = (
+    Backend("embedded (SQLite store and DB queue)", lambda: nullcontext({})),
+    Backend("PostgreSQL store and DB queue", _fresh_postgres),
+)
+
+
+def hub_environ(root: Path, port: int) -> dict[str, str]:
+    env = {
+        "HUB_STORE__URL": f"sqlite:///{root / 'hub.db'}",
+        "HUB_STATUS__PORT": str(port),
+        "HUB_SIGNERS__BENCH__KIND": "software",
+        "HUB_SIGNERS__BENCH__KEY": f'"{KEYS / "lanjing-rsa.key.pem"}"',
+        "HUB_SIGNERS__BENCH__CERTIFICATE": f'"{KEYS / "lanjing-rsa.cert.pem"}"',
+        "HUB_SIGNERS__BENCH__ALGORITHM": "rsa-sha256",
+        "HUB_PARTNERS__INSURER__SIGNING__SIGNER": "bench",
+        "HUB_PARTNERS__CUSTOMS__SIGNING__SIGNER": "bench",
+        "HUB_QUEUE__POLL_SECONDS": str(POLL_SECONDS),
+    }
+    for partner in PARTNERS:
+        env[f"HUB_PARTNERS__{partner.upper()}__CHANNEL__ROOT"] = f'"{root / "exchange" / partner}"'
+        env[f"HUB_PARTNERS__{partner.upper()}__CHANNEL__POLL_SECONDS"] = str(POLL_SECONDS)
+    return env
+
+
+@dataclass(frozen=True)
+class Message:
+    sender: str
+    receiver: str
+    message_id: str
+    name: str  # the file name it is dropped under
+    raw: bytes
+
+
+class Mix:
+    """Fixtures of the mix, decoded once; `take(n)` makes n new messages from them, each with its own message
+    id and business key (the key's last seven characters replaced by a running number)."""
+
+    def __init__(self, config: HubConfig) -> None:
+        self.config = config
+        self.formats: dict[str, MessageFormat] = build_formats(config, SchemaRegistry(HUB_SCHEMAS))
+        self.routes = {(r.message, r.from_partner): r.to_partner for r in config.routes}
+        self.models: list[tuple[str, CanonicalMessage]] = []
+        for path in MIX:
+            sender = Path(path).name.split("-", 1)[0]
+            self.models.append((sender, self.formats[sender].decode((FIXTURES / path).read_bytes())))
+        self._serial = itertools.count(1)
+
+    def take(self, count: int) -> list[Message]:
+        made = []
+        for (sender, model), _ in zip(itertools.cycle(self.models), range(count), strict=False):
+            n = next(self._serial)
+            key_field = type(model).key_field
+            assert key_field is not None
+            key = str(getattr(model, key_field))
+            message = model.model_copy(update={"message_id": new_message_id(), key_field: f"{key[:-7]}{n:07d}"})
+            receiver = self.routes[(message.message_type, sender)]
+            suffix = self.formats[sender].file_suffix
+            made.append(Message(sender, receiver, message.message_id, f"{sender}-{n:07d}{suffix}",
+                                self.formats[sender].encode(message)))
+        return made
+
+
+def bare_floor(config: HubConfig, mix: list[Message]) -> float:
+    """Messages per second through decode, encode and sign in a plain loop (one thread, no store, no files)."""
+    formats = build_formats(config, SchemaRegistry(HUB_SCHEMAS))
+    signers = Signers(config)
+    try:
+        start = time.perf_counter()
+        for message in mix:
+            model = formats[message.sender].decode(message.raw)
+            payload = formats[message.receiver].encode(model)
+            signer = config.partners[message.receiver].signing.signer
+            if signer is not None:
+                sign_document(payload, signers[signer], config.signers[signer].algorithm)
+        return len(mix) / (time.perf_counter() - start)
+    finally:
+        signers.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class RunningHub:
+    """`python run_hub.py` on a temporary folder, and the partners' side of its drop folders."""
+
+    def __init__(self, root: Path, overrides: dict[str, str]) -> None:
+        self.root = root
+        self.port = _free_port()
+        self.env = {**os.environ, **hub_environ(root, self.port), **overrides}
+        self.exchange = root / "exchange"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.dropped = 0
+
+    def __enter__(self) -> RunningHub:
+        with open(self.root / "hub.log", "ab") as log:
+            self.proc = subprocess.Popen([sys.executable, str(ROOT / "run_hub.py")], cwd=self.root, env=self.env,
+                                         stdout=log, stderr=log)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=2) as answer:
+                    if answer.status == 200:
+                        return self
+            except OSError:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the hub did not start: {(self.root / 'hub.log').read_text()[-2000:]}")
+            time.sleep(0.1)
+
+    def __exit__(self, *_exc: object) -> None:
+        assert self.proc is not None
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+
+    def cpu_seconds(self) -> float:
+        """User + system time the hub process has spent."""
+        assert self.proc is not None
+        fields = (Path("/proc") / str(self.proc.pid) / "stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def drop(self, message: Message) -> float:
+        inbox = self.exchange / message.sender / "in"
+        inbox.mkdir(parents=True, exist_ok=True)
+        tmp = inbox / (message.name + ".tmp")
+        tmp.write_bytes(message.raw)
+        os.replace(tmp, inbox / message.name)
+        self.dropped += 1
+        return time.time()
+
+    def delivered(self) -> dict[str, float]:
+        """Forwarded messages in the partners' out/ folders: message id → when written."""
+        found = {}
+        for partner in PARTNERS:
+            with os.scandir(self.exchange / partner / "out") as entries:
+                for entry in entries:
+                    kind, _, rest = entry.name.partition("_")
+                    if kind != "Receipt" and not entry.name.endswith(".tmp"):
+                        found[rest.rsplit(".", 1)[0]] = entry.stat().st_mtime
+        return found
+
+    def count(self) -> int:
+        """Files in the partners' out/ folders (forwarded messages and receipts), without looking into them."""
+        return sum(len([n for n in os.listdir(self.exchange / p / "out") if not n.endswith(".tmp")])
+                   for p in PARTNERS)
+
+    def wait_for(self, messages: list[Message], timeout: float) -> dict[str, float]:
+        """Everything dropped so far forwarded and answered (two files each), `messages` among it; returns the
+        forwarded copies' write times."""
+        deadline = time.monotonic() + timeout
+        while self.count() < 2 * self.dropped:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"after {timeout} s: {self.count()} of {2 * self.dropped} files delivered; "
+                                   f"see {self.root / 'hub.log'}")
+            time.sleep(0.05)
+        found = self.delivered()
+        missing = {m.message_id for m in messages} - set(found)
+        if missing:
+            raise RuntimeError(f"{len(missing)} messages were not forwarded, e.g. {sorted(missing)[0]}")
+        return found
+
+
+def steady_latencies(hub: RunningHub, mix: Mix, rate: float) -> list[float]:
+    """Messages dropped at a steady `rate` per second: each one's latency in ms, sorted."""
+    steady = mix.take(int(rate * STEADY_SECONDS))
+    dropped = {}
+    begin = time.monotonic()
+    for n, message in enumerate(steady):
+        time.sleep(max(0.0, begin + n / rate - time.monotonic()))
+        dropped[message.message_id] = hub.drop(message)
+    done = hub.wait_for(steady, timeout=300)
+    return sorted((done[i] - t) * 1000 for i, t in dropped.items())
+
+
+def p99(found: list[float]) -> float:
+    return found[max(0, int(len(found) * 0.99) - 1)]
+
+
+def verdict(met: bool) -> str:
+    return "target met" if met else "target MISSED"
+
+
+def measure(backend: Backend, mix: Mix, floor: float) -> list[Result]:
+    VAR.mkdir(exist_ok=True)
+    with (backend.setup() as overrides, tempfile.TemporaryDirectory(prefix="bench-", dir=VAR) as tmp,
+          RunningHub(Path(tmp), overrides) as hub):
+        for partner in PARTNERS:
+            (hub.exchange / partner / "out").mkdir(parents=True, exist_ok=True)
+        backlog = mix.take(BACKLOG)
+        cpu_before = hub.cpu_seconds()
+        start = time.time()
+        for message in backlog:
+            hub.drop(message)
+        done = hub.wait_for(backlog, timeout=600)
+        throughput = len(backlog) / (max(done.values()) - start)
+        cpu = (hub.cpu_seconds() - cpu_before) / len(backlog)
+        latencies = {rate: steady_latencies(hub, mix, rate) for rate in (STEADY_RATE, SLOW_RATE)}
+    share = throughput / floor
+    results = [
+        Result(f"**{backend.name}: throughput (target ≥ {TARGET_RATE}/s)**", throughput, "messages/s",
+               f"{verdict(throughput >= TARGET_RATE)}; a backlog of {BACKLOG}, 2 workers"),
+        Result(f"{backend.name}: share of the bare floor (target ≥ {TARGET_SHARE:.0%})", share * 100, "%",
+               f"{verdict(share >= TARGET_SHARE)}; {throughput:,.0f} / {floor:,.0f} messages/s"),
+        Result(f"{backend.name}: hub CPU per message", cpu * 1e6, "µs",
+               f"user + system time of the hub process over the backlog; the floor spends {1e6 / floor:,.0f} µs"),
+    ]
+    for rate, found in latencies.items():
+        target = f" (target < {TARGET_P99_MS} ms)" if rate == STEADY_RATE else ""
+        note = f"{verdict(p99(found) < TARGET_P99_MS)}; " if target else ""
+        results += [
+            Result(f"{backend.name}: latency p50 at {rate:.0f}/s", statistics.median(found), "ms",
+                   f"{len(found)} messages"),
+            Result(f"**{backend.name}: latency p99 at {rate:.0f}/s{target}**", p99(found), "ms",
+                   f"{note}max {found[-1]:,.0f} ms"),
+        ]
+    return results
+
+
+def run() -> list[Result]:
+    with tempfile.TemporaryDirectory() as tmp:
+        config = load_config(DEFAULT_CONFIG, environ=hub_environ(Path(tmp), 0))
+    mix = Mix(config)
+    floor = bare_floor(config, mix.take(BACKLOG))
+    results = [Result("bare floor: decode + encode + sign, one thread", floor, "messages/s",
+                      f"{BACKLOG} messages of the mix; load average {os.getloadavg()[0]:.1f} on "
+                      f"{os.cpu_count()} cores when it started")]
+    for backend in BACKENDS:
+        try:
+            results += measure(backend, mix, floor)
+        except Unavailable as exc:
+            results.append(Result(f"{backend.name}: not measured ({exc})", 0, "-"))
+    return results
+
