@@ -20,7 +20,7 @@ from sqlalchemy import Connection, or_, select, update
 from hub.channels.folder import FolderChannel
 from hub.config import HubConfig
 from hub.errors import DELIVERY_FAILED, HubError
-from hub.pipeline import AWAITING_SIGNATURE, RECEIVED, RETRY_EVENT
+from hub.pipeline import AWAITING_SIGNATURE, DELIVERING, RECEIVED, RETRY_EVENT
 from hub.store import Store, messages, work
 from hub.workqueue import DbWorkQueue
 
@@ -29,7 +29,7 @@ RESENT = "resent"
 _DELIVERED = ("delivered", "acknowledged", "refused")  # handed to the partner at least once
 # States in which a message still needs a step of work, and the step: a message here with no work item
 # (parked, or its work lost) gets its step scheduled again.
-_UNFINISHED = {"in": (RECEIVED, AWAITING_SIGNATURE, "parked"), "out": ("pending", "parked")}
+_UNFINISHED = {"in": (RECEIVED, AWAITING_SIGNATURE, "parked"), "out": ("pending", DELIVERING, "parked")}
 _STEP = {"in": "process", "out": "deliver"}
 _BEFORE_STEP = {"in": RECEIVED, "out": "pending"}  # the state each step starts from
 _PARKED = ("parked", "settle-parked")  # the events the pipeline records when it parks a step

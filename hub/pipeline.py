@@ -84,6 +84,8 @@ _MAX_RECEIPT_ERRORS = 20
 _INTAKE_BATCH = 50  # inputs stored per transaction
 RECEIVED = "received"
 AWAITING_SIGNATURE = "awaiting-signature"
+DELIVERING = "delivering"  # staged at the partner's channel; the store says so before it is shown to the partner
+_UNDELIVERED = ("pending", DELIVERING)
 _UNDECIDED = (RECEIVED, AWAITING_SIGNATURE)
 # History events counted by /metrics (hub/metrics.py): kept by name, so they are named once, here.
 RETRY_EVENT = "retry"  # a failed attempt that will be tried again
@@ -295,15 +297,7 @@ class Pipeline:
         work items, claims and transactions for them. A crash before the item completes runs it again (the
         decision is kept, what is still pending is delivered, settling twice is harmless); a delivery or settle
         that fails here becomes a work item of its own under the retry policy."""
-        delivered, failed = [], []
-        for out in pending:
-            try:
-                self.channels[out.partner].deliver(out.file_name, out.raw)
-                delivered.append(out)
-            except OSError as exc:
-                log.warning("delivery of %s to %s/out/%s failed: %s; it retries on its own", out.message_type,
-                            out.partner, out.file_name, exc)
-                failed.append(out)
+        delivered, failed = self._hand_over(pending)
         settled = None
         if row.state not in _UNDECIDED:  # a message waiting for its signature has nothing to settle yet
             try:
@@ -316,7 +310,7 @@ class Pipeline:
         with self.store.begin(serial=False) as conn:
             for out in delivered:
                 self._delivered(conn, out)
-            for out in failed:
+            for out, _exc in failed:
                 self.queue.enqueue(conn, "deliver", out.id)
             if settled is None and row.state not in _UNDECIDED:
                 self.queue.enqueue(conn, "settle", row.id)
@@ -693,20 +687,60 @@ class Pipeline:
 
     # -- deliver and settle ---------------------------------------------------------------------------
 
+    def _hand_over(self, outs: list[Any]) -> tuple[list[Any], list[tuple[Any, OSError]]]:
+        """Deliver outbound messages exactly once, whatever crashes: each is staged (a file partners ignore),
+        the store notes them "delivering", then each is published (one rename). Run again after a crash, a
+        message noted "delivering" whose staged file is gone was published: it is not shown twice. Returns
+        (delivered, failed): a failure retries on its own under the retry policy."""
+        staged: list[Any] = []
+        failed: list[tuple[Any, OSError]] = []
+        for out in outs:
+            try:
+                if out.state != DELIVERING:
+                    self.channels[out.partner].stage(out.file_name, out.raw)
+                staged.append(out)
+            except OSError as exc:
+                self._not_delivered(out, exc)
+                failed.append((out, exc))
+        fresh = [out for out in staged if out.state != DELIVERING]
+        if fresh:
+            with self.store.begin(serial=False) as conn:
+                moved = {out.id for out in fresh if self.store.advance(conn, out.id, out.state, DELIVERING, quiet=True)}
+            # One that moved on meanwhile (another worker's, after a lease ran out) is not this worker's to show.
+            staged = [out for out in staged if out.state == DELIVERING or out.id in moved]
+        delivered = []
+        for out in staged:
+            try:
+                self.channels[out.partner].publish(out.file_name)
+                delivered.append(out)
+            except OSError as exc:
+                self._not_delivered(out, exc)
+                failed.append((out, exc))
+        return delivered, failed
+
+    @staticmethod
+    def _not_delivered(out: Any, exc: OSError) -> None:
+        log.warning("delivery of %s to %s/out/%s failed: %s; it retries on its own", out.message_type, out.partner,
+                    out.file_name, exc)
+
     def _deliver(self, item: WorkItem) -> None:
         with self.store.read() as conn:
             row = self.store.get_message(conn, item.message)
-        if row.state == "pending":
-            self.channels[row.partner].deliver(row.file_name, row.raw)
+        delivered: list[Any] = []
+        if row.state in _UNDELIVERED:
+            delivered, failed = self._hand_over([row])
+            if failed:
+                raise failed[0][1]  # under the retry policy
         with self.store.begin() as conn:
-            if row.state == "pending":
-                self._delivered(conn, row)
+            for out in delivered:  # none: it was delivered before, or another worker's since
+                self._delivered(conn, out)
             self.queue.complete(conn, item)
-        log.info("delivered %s to %s/out/%s", row.message_type, row.partner, row.file_name)
+        if delivered:
+            log.info("delivered %s to %s/out/%s", row.message_type, row.partner, row.file_name)
 
     def _delivered(self, conn: Connection, row: Any) -> None:
         target = f"{row.partner}/out/{row.file_name}"
-        if not self.store.advance(conn, row.id, "pending", "delivered", target):
+        if not self.store.advance(conn, row.id, DELIVERING, "delivered", target):
             # The partner's receipt came (and was noted) since the bytes landed: its state stands.
             self.store.add_event(conn, row.id, "delivered", target)
         elif row.message_type not in _NEVER_ANSWERED:
@@ -720,7 +754,7 @@ class Pipeline:
         with self.store.read() as conn:
             row = self.store.get_message(conn, item.message)
             awaited = self.store.awaited(conn, row.id)
-        if row.state == "pending":  # replayed after it was parked: delivered afresh, its resends counted afresh
+        if row.state in _UNDELIVERED:  # replayed after it was parked: delivered afresh, its resends counted afresh
             self._deliver(item)
             return
         chased = row.message_type not in _NEVER_ANSWERED

@@ -202,7 +202,8 @@ _INSERT_MESSAGE = insert(messages)
 _INSERT_EVENT = insert(events)
 _UPDATE_MESSAGE = update(messages).where(messages.c.id == bindparam("_id"))
 _GET_MESSAGE = select(messages).where(messages.c.id == bindparam("_id"))
-_PENDING_ANSWERS = select(messages).where(messages.c.answers == bindparam("_id"), messages.c.state == "pending")
+_PENDING_ANSWERS = select(messages).where(messages.c.answers == bindparam("_id"),
+                                         messages.c.state.in_(("pending", "delivering")))
 _GET_HEAD = select(*(c for c in messages.c if c.name not in ("raw", "canonical"))).where(
     messages.c.id == bindparam("_id")
 )
@@ -358,12 +359,13 @@ class Store:
         Store.add_event(conn, message, state, detail)
 
     @staticmethod
-    def advance(conn: Connection, message: str, before: str, state: str, detail: str = "") -> bool:
-        """Move a message from state `before` to `state`; False (and nothing recorded) if it has moved on."""
+    def advance(conn: Connection, message: str, before: str, state: str, detail: str = "", quiet: bool = False) -> bool:
+        """Move a message from state `before` to `state`; False (and nothing recorded) if it has moved on.
+        `quiet`: no history event (a passing state)."""
         moved = conn.execute(
             _UPDATE_STATE_FROM, {"_id": message, "_from": before, "state": state, "updated_at": time.time()}
         ).rowcount
-        if moved:
+        if moved and not quiet:
             Store.add_event(conn, message, state, detail)
         return bool(moved)
 
@@ -391,7 +393,8 @@ class Store:
 
     @staticmethod
     def pending_answers(conn: Connection, message: str) -> list[Any]:
-        """What the hub stored to send for an inbound message (forwarded copy, receipt, DxpRep), not yet sent."""
+        """What the hub stored to send for an inbound message (forwarded copy, receipt, DxpRep), not yet sent
+        (pending) or perhaps sent (delivering: staged, and perhaps shown to the partner)."""
         return list(conn.execute(_PENDING_ANSWERS, {"_id": message}))
 
     @staticmethod

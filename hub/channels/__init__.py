@@ -36,7 +36,17 @@ class Channel(Protocol):
         ...
 
     def deliver(self, name: str, payload: bytes) -> None:
-        """Hand one message to the partner, atomically; delivering the same name again replaces it."""
+        """Hand one message to the partner, atomically; delivering the same name again replaces it (a resend)."""
+        ...
+
+    def stage(self, name: str, payload: bytes) -> None:
+        """The first half of a delivery made exactly once: the message made ready, unseen by the partner;
+        staging it again replaces it."""
+        ...
+
+    def publish(self, name: str) -> bool:
+        """The second half: the staged message shown to the partner at once. False if nothing is staged under
+        this name (it was published before: publishing never shows a message twice)."""
         ...
 
     def settle(self, claimed_name: str, hub_id: str, accepted: bool, error: dict[str, Any] | None) -> bool:

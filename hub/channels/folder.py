@@ -72,6 +72,18 @@ class FolderChannel:
     def deliver(self, name: str, payload: bytes) -> None:
         write_atomically(self.outbox / name, payload)
 
+    def stage(self, name: str, payload: bytes) -> None:
+        (self.outbox / (name + TMP_SUFFIX)).write_bytes(payload)  # partners ignore .tmp files
+
+    def publish(self, name: str) -> bool:
+        try:
+            os.replace(self.outbox / (name + TMP_SUFFIX), self.outbox / name)
+        except FileNotFoundError:
+            if not self.outbox.is_dir():
+                raise  # the partner's folder is gone: a failed delivery, not one made before
+            return False
+        return True
+
     def settle(self, claimed_name: str, hub_id: str, accepted: bool, error: dict[str, Any] | None) -> bool:
         source = self.intake / f"{hub_id}{_SEP}{claimed_name}"
         if not source.exists():
