@@ -99,9 +99,25 @@ def _fresh_postgres() -> Iterator[dict[str, str]]:
             conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
 
 
+@contextmanager
+def _rabbitmq_on_postgres() -> Iterator[dict[str, str]]:
+    """RabbitMQ work queues under a fresh prefix on a fresh PostgreSQL store, deleted afterwards as the tests
+    delete theirs (quorum queues left behind hold the broker's file handles)."""
+    from tests.conftest import RABBITMQ_URL, delete_rabbitmq_queues
+
+    prefix = f"hubtest-bench-{secrets.token_hex(6)}"
+    with _fresh_postgres() as env:
+        try:
+            yield env | {"HUB_QUEUE__KIND": "rabbitmq", "HUB_QUEUE__URL": RABBITMQ_URL,
+                         "HUB_QUEUE__NAME_PREFIX": prefix}
+        finally:
+            delete_rabbitmq_queues(prefix)
+
+
 BACKENDS = (
     Backend("embedded (SQLite store and DB queue)", lambda: nullcontext({})),
     Backend("PostgreSQL store and DB queue", _fresh_postgres),
+    Backend("RabbitMQ + PostgreSQL", _rabbitmq_on_postgres),
 )
 
 

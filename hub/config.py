@@ -52,7 +52,9 @@ class QueueConfig(Section):
     url: Annotated[str, Field(pattern=r"^amqps?://")] = "amqp://guest:guest@127.0.0.1:5672//"
     name_prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,100}$")] = "hub"
     prefetch: Annotated[int, Field(ge=1, le=1000)] = 4  # deliveries each worker holds ahead
-    delivery_limit: Annotated[int, Field(ge=1)] = 10  # deliveries without an ack before RabbitMQ parks one
+    # Losses of a step (its worker died or stalled past the lease) before it is parked as a poison message; on
+    # RabbitMQ also the work queue's x-delivery-limit (deliveries without an ack).
+    delivery_limit: Annotated[int, Field(ge=1)] = 10
     # A row queued this long ago and never claimed is published again (the broker lost its message).
     requeue_after_seconds: Annotated[float, Field(gt=0)] = 300.0
 

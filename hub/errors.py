@@ -53,6 +53,7 @@ DELIVERY_FAILED = _code("DELIVERY_FAILED", T, "the message could not be handed t
 MAPPING_FAILED = _code("MAPPING_FAILED", P, "the hub produced a message that breaks the receiver's schema")
 INTERNAL_ERROR = _code("INTERNAL_ERROR", P, "an unexpected error inside the hub")
 RETRIES_EXHAUSTED = _code("RETRIES_EXHAUSTED", P, "every attempt of the retry policy failed")
+WORKER_LOST = _code("WORKER_LOST", P, "each worker that took the step died or stalled with it (a poison message)")
 RECEIPT_TIMEOUT = _code("RECEIPT_TIMEOUT", P, "no receipt came for a delivered message, nor for any of its resends")
 
 # An inbound signature that does not check (hub.signing's verification codes): the receipt's returnStatus

@@ -53,6 +53,7 @@ from hub.errors import (
     RETRIES_EXHAUSTED,
     SIGNATURE_CHECK_FAILURES,
     UNKNOWN_REFERENCE,
+    WORKER_LOST,
     Disposition,
     FieldError,
     HubError,
@@ -175,6 +176,11 @@ class Pipeline:
                 policy = RetryPolicy(tuple(tiers.delays_seconds), tiers.jitter)
                 self.route_retry[(route.message, "in", route.from_partner)] = policy
                 self.route_retry[(route.message, "out", route.to_partner)] = policy
+        # A step claimed more often than any retry policy allows was lost that often by workers that died or
+        # stalled with it (a lease ran out): beyond queue.delivery_limit such losses it is parked as a poison
+        # message, not handed to the next worker to kill.
+        self.claims_allowed = max(p.max_attempts for p in (self.retry, *self.route_retry.values())) + \
+            config.queue.delivery_limit
         self.routes = {(r.message, r.from_partner): r.to_partner for r in config.routes}
         self.hub_sender = Sender(
             cop_code=config.hub.cop_code, cop_name=config.hub.cop_name, dxp_id=config.hub.dxp_id
@@ -216,6 +222,9 @@ class Pipeline:
     def handle(self, item: WorkItem) -> None:
         handlers = {"process": self._process, "deliver": self._deliver, "resend": self._resend, "settle": self._settle}
         try:
+            if item.attempts > self.claims_allowed:
+                raise HubError(WORKER_LOST, f"{item.kind} was taken {item.attempts} times; the workers that took it "
+                               "died or stalled past their lease")
             handlers[item.kind](item)
         except LeaseLost as exc:
             log.warning("%s; another worker will finish it", exc)

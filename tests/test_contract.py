@@ -54,6 +54,9 @@ test_a_parked_settle_step_is_replayed_and_the_input_archived = (
 slow_route_hub = test_operations.slow_route_hub
 operator = test_operations.operator
 test_a_route_retry_policy_overrides_the_default = test_operations.test_a_route_retry_policy_overrides_the_default
+test_a_step_its_workers_keep_dying_on_is_parked_as_a_poison_message_then_replayed = (
+    test_operations.test_a_step_its_workers_keep_dying_on_is_parked_as_a_poison_message_then_replayed
+)
 # Duplicates: by message id, and by business key and version.
 test_the_same_file_twice_is_refused_the_second_time = test_bad_input.test_the_same_file_twice_is_refused_the_second_time
 test_a_repeated_policy_receipt_is_acknowledged_not_forwarded_twice = (

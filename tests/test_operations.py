@@ -14,10 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import update
 
 from hub.app import Hub
 from hub.cli import main
 from hub.config import DEFAULT_CONFIG, HubConfig, load_config
+from hub.store import work
 from tests.conftest import REPO, UNDERWRITING, Exchange, wait_for
 from tests.test_hub_process import HubProcess, _pending_policy
 
@@ -224,3 +226,29 @@ def test_replay_while_the_hub_runs_in_another_process_and_while_it_is_stopped(tm
         process.stop()
     assert sorted(json.loads(p.read_bytes())["messageId"] for p in delivered) == sorted(ids)
     assert len(exchange.files("platform", "out", "PendingPolicy_*")) == 2
+
+
+def test_a_step_its_workers_keep_dying_on_is_parked_as_a_poison_message_then_replayed(
+    hub_config: HubConfig, exchange: Exchange, operator: Any
+) -> None:
+    """A step taken again after each worker that took it died (its lease ran out) would kill worker after
+    worker: once it has been taken as often as the retry policy and queue.delivery_limit allow, the next worker
+    parks it. The deaths are counted, not staged: the step's work row already holds that many claims."""
+    hub = Hub(hub_config)
+    try:
+        exchange.drop_fixture(PENDING)
+        hub.pipeline.take_in(hub.channels["insurer"].poll())
+        with hub.store.begin() as conn:
+            conn.execute(update(work).values(attempts=hub.pipeline.claims_allowed))
+        hub.start()
+        [item] = wait_for(lambda: parked(operator), what="the poison message parked")
+        assert item["step"] == "process"
+        assert item["error"].startswith(f"WORKER_LOST: process was taken {hub.pipeline.claims_allowed + 1} times")
+        assert not exchange.files("platform", "out"), "parked before it was handled"
+
+        code, text = operator("replay", item["hub_id"])
+        assert code == 0 and "replayed: parked process runs now" in text
+        assert len(exchange.wait_files("platform", "out", 1)) == 1
+        assert parked(operator) == []
+    finally:
+        hub.stop()
