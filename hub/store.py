@@ -64,7 +64,8 @@ messages = Table(
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
     Index("ix_messages_message_id", "message_id"),
-    Index("ix_messages_business_key", "family", "business_key"),
+    # The conversation's messages, and those sent to one partner in it (answers end their wait for receipts).
+    Index("ix_messages_conversation", "family", "business_key", "direction", "partner"),
     Index("ix_messages_state", "direction", "state"),
     Index("ix_messages_answers", "answers"),
 )
