@@ -25,7 +25,7 @@ from hub.rabbitqueue import QueueConsumer, RabbitWorkQueue
 from hub.store import Store, work
 from tests import test_bad_input, test_operations, test_underwriting_flow
 from tests.conftest import BACKENDS, REPO, Exchange, backend_environ, hub_environ, wait_for
-from tests.test_hub_process import HubProcess, _pending_policy
+from tests.test_hub_process import HubProcess, _pending_policy, drop_pending_policies
 from tests.test_operations import bring_back, parked, take_down
 
 
@@ -72,11 +72,7 @@ def test_retries_wait_their_delay_and_a_partner_back_in_time_gets_everything_unp
     config = load_config(DEFAULT_CONFIG, environ={**hub_env, "HUB_RETRY__DELAYS_SECONDS": "[0.3, 0.6, 1.5, 5]"})
     hub = start_hub(config)
     take_down(exchange, "platform")
-    sent = []
-    for n in range(5):
-        message_id, payload = _pending_policy(n)
-        sent.append(message_id)
-        exchange.drop("insurer", f"insurer-pending-policy-{n}.xml", payload)
+    sent = drop_pending_policies(exchange, 5)
     down_since = time.monotonic()
 
     def retries(message_id: str) -> list[tuple[float, float]]:

@@ -123,6 +123,17 @@ def _pending_policy(n: int) -> tuple[str, bytes]:
     return message_id, etree.tostring(root, xml_declaration=True, encoding="UTF-8")
 
 
+def drop_pending_policies(exchange: Exchange, count: int, every: float = 0.0) -> list[str]:
+    """The insurer drops `count` fresh pending policies (`every` seconds apart): their message ids, in order."""
+    ids = []
+    for n in range(count):
+        message_id, payload = _pending_policy(n)
+        ids.append(message_id)
+        exchange.drop("insurer", f"insurer-pending-policy-{n}.xml", payload)
+        time.sleep(every)
+    return ids
+
+
 def test_kill_9_in_the_middle_of_500_pending_policies(tmp_path: Path) -> None:
     count = 500
     exchange = Exchange(tmp_path / "exchange")

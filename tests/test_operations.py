@@ -21,7 +21,7 @@ from hub.cli import main
 from hub.config import DEFAULT_CONFIG, HubConfig, load_config
 from hub.store import work
 from tests.conftest import REPO, UNDERWRITING, Exchange, wait_for
-from tests.test_hub_process import HubProcess, _pending_policy
+from tests.test_hub_process import HubProcess, drop_pending_policies
 
 PENDING = UNDERWRITING / "valid" / "insurer-pending-policy-new.xml"
 PENDING_ID = "6F1C2A4E-3B7D-4E21-9A55-0C8E7D1B2A01"
@@ -201,11 +201,7 @@ def test_replay_while_the_hub_runs_in_another_process_and_while_it_is_stopped(tm
     process.start()
     try:
         take_down(exchange, "platform")
-        ids = []
-        for n in range(2):
-            message_id, payload = _pending_policy(n)
-            ids.append(message_id)
-            exchange.drop("insurer", f"insurer-pending-policy-{n}.xml", payload)
+        ids = drop_pending_policies(exchange, 2)
         wait_for(lambda: len(parked_now()) == 2, 30, "both deliveries parked")
         bring_back(exchange, "platform")
 

@@ -20,7 +20,7 @@ import pytest
 from hub.app import Hub
 from hub.config import DEFAULT_CONFIG, load_config
 from tests.conftest import Exchange, hub_environ, wait_for
-from tests.test_hub_process import _pending_policy
+from tests.test_hub_process import drop_pending_policies
 from tests.test_operations import bring_back, operator, parked, take_down  # noqa: F401 (a fixture)
 
 DEFAULT_TIERS = (1, 5, 30, 120, 600)
@@ -61,12 +61,7 @@ def test_a_partner_down_3_minutes_gets_its_messages_in_retry_order_none_parked(
 ) -> None:
     take_down(exchange, "platform")
     down_at = time.time()
-    ids = []
-    for n in range(6):  # one every 0.4 s while the platform is down
-        message_id, payload = _pending_policy(n)
-        ids.append(message_id)
-        exchange.drop("insurer", f"insurer-pending-policy-{n}.xml", payload)
-        time.sleep(0.4)
+    ids = drop_pending_policies(exchange, 6, every=0.4)  # one every 0.4 s while the platform is down
     wait_for(lambda: time.time() - down_at >= 3.0, what="3 scaled minutes")
     bring_back(exchange, "platform")
 
@@ -100,11 +95,7 @@ def test_a_partner_down_past_the_last_tier_gets_its_messages_parked_then_replaye
     hub_100x: Hub, exchange: Exchange, operator: Any  # noqa: F811 (the fixture imported above)
 ) -> None:
     take_down(exchange, "platform")
-    ids = []
-    for n in range(3):
-        message_id, payload = _pending_policy(n)
-        ids.append(message_id)
-        exchange.drop("insurer", f"insurer-pending-policy-{n}.xml", payload)
+    ids = drop_pending_policies(exchange, 3)
     found = wait_for(lambda: len(items := parked(operator)) == 3 and items, timeout=30, what="3 deliveries parked")
     assert {(p["type"], p["step"], p["attempts"]) for p in found} == {("PendingPolicy", "deliver", 6)}
     assert all(p["error"].startswith("RETRIES_EXHAUSTED: 6 attempts failed") for p in found)
