@@ -1,6 +1,6 @@
 """The same hub on PostgreSQL: the end-to-end stories of the SQLite suite replayed on a fresh PostgreSQL database.
 Several hub processes sharing one store (one killed -9 mid-batch) and concurrent copies of one message run on
-every backend in tests/test_contract.py."""
+every backend in tests/test_contract.py, as do the duplicate stories."""
 
 from __future__ import annotations
 
@@ -23,11 +23,7 @@ def hub_config(tmp_path: Path) -> Iterator[HubConfig]:
 
 test_issued_ending_flows_both_ways = test_underwriting_flow.test_issued_ending_flows_both_ways
 test_returned_ending_flows_both_ways = test_underwriting_flow.test_returned_ending_flows_both_ways
-test_a_repeated_policy_receipt_is_acknowledged_not_forwarded_twice = (
-    test_underwriting_flow.test_a_repeated_policy_receipt_is_acknowledged_not_forwarded_twice
-)
 test_story_flows_through_the_hub = test_families.test_story_flows_through_the_hub
 test_invalid_fixture_is_rejected_with_its_code_and_field = (
     test_bad_input.test_invalid_fixture_is_rejected_with_its_code_and_field
 )
-test_the_same_file_twice_is_refused_the_second_time = test_bad_input.test_the_same_file_twice_is_refused_the_second_time
