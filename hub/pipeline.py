@@ -1,10 +1,12 @@
 """The pipeline: what happens to a message between intake and delivery.
 
 intake (store "received" + schedule processing) → process (verify the sender's signature, decode, validate,
-dedupe, route, check the conversation, map to the receiver's format, validate, sign, store outbound + receipt,
-schedule delivery) → deliver → settle the input file. Each step is one work item; its effects and its
-completion commit in one transaction, so a crash at any point repeats at most the last step, and every step
-is idempotent.
+dedupe, route, check the conversation, map to the receiver's format, validate, sign, store outbound + receipt)
+→ deliver → settle the input file. The process step delivers and settles under its own lease; a delivery or a
+settle that fails there becomes a work item of its own under the retry policy. A step's effects and its
+completion commit in one transaction, so a crash at any point repeats at most the last step, and every step is
+idempotent. A delivery is staged, noted "delivering", then shown to the partner (`_hand_over`): repeated after a
+crash, it never shows a message twice.
 
 A partner configured with an envelope (DXP) sends and receives every message in a DxpMsg: the hub unwraps what
 it receives (the envelope's node ids checked, the signature checked on the business XML inside), answers each
