@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 from lxml import etree
@@ -35,20 +36,22 @@ def _xml(path: Any, guid: str | None = None, **fields: str) -> bytes:
     return etree.tostring(root, xml_declaration=True, encoding="UTF-8")
 
 
-def _receipt_file(exchange: Exchange, partner: str, ref: str) -> Any:
-    receipt = exchange.receipt_for(partner, ref)
-    suffix = "json" if partner == "platform" else "xml"
-    return receipt, exchange.folder(partner, "out") / f"Receipt_{receipt['messageId']}.{suffix}"
+def _pending_policy_whose_receipt_was_lost(exchange: Exchange) -> tuple[Any, Path, bytes]:
+    """The insurer's pending policy is accepted, but the insurer never takes its receipt: the receipt, its
+    file (gone now) and the bytes it held."""
+    exchange.drop_fixture(PENDING)
+    exchange.wait_files("insurer", "archive", 1)
+    receipt = exchange.receipt_for("insurer", PENDING_ID)
+    path = exchange.folder("insurer", "out") / f"Receipt_{receipt['messageId']}.xml"
+    sent = path.read_bytes()
+    path.unlink()
+    return receipt, path, sent
 
 
 def test_an_exact_resend_is_refused_and_its_sender_gets_the_original_receipt_again(
     hub: Hub, exchange: Exchange
 ) -> None:
-    exchange.drop_fixture(PENDING)
-    exchange.wait_files("insurer", "archive", 1)
-    original, path = _receipt_file(exchange, "insurer", PENDING_ID)
-    sent = path.read_bytes()
-    path.unlink()  # the insurer never got it, so it sends its message again
+    original, path, sent = _pending_policy_whose_receipt_was_lost(exchange)  # so the insurer sends it again
 
     exchange.drop("insurer", "insurer-pending-policy-again.xml", PENDING.read_bytes())
     exchange.wait_files("insurer", "rejected", 1, "insurer-pending-policy-again.xml")
@@ -66,10 +69,7 @@ def test_an_exact_resend_is_refused_and_its_sender_gets_the_original_receipt_aga
 def test_another_message_under_a_used_id_is_refused_without_the_original_receipt(
     hub: Hub, exchange: Exchange
 ) -> None:
-    exchange.drop_fixture(PENDING)
-    exchange.wait_files("insurer", "archive", 1)
-    _original, path = _receipt_file(exchange, "insurer", PENDING_ID)
-    path.unlink()
+    _original, path, _sent = _pending_policy_whose_receipt_was_lost(exchange)
 
     changed = _xml(PENDING, proposalNo="XW2026330100099")  # same guid, another document
     exchange.drop("insurer", "insurer-pending-policy-other.xml", changed)
