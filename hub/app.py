@@ -301,17 +301,18 @@ class Hub:
         owner = f"{socket.gethostname()}:{os.getpid()}:{threading.current_thread().name}"
         while not self._stop.is_set():
             try:
-                item = self.queue.claim(owner)
+                items = self.queue.claim(owner, self.config.queue.batch)
             except Exception as exc:  # store or broker away (a restart): the work waits in the store
                 log.warning("could not claim work: %s: %s; retrying", type(exc).__name__, exc)
                 self._stop.wait(1.0)
                 continue
-            if item is None:
+            if not items:
                 self._stop.wait(self.queue.idle_wait)
                 continue
             try:
-                self.pipeline.handle(item)
-            except Exception:  # not even its failure could be recorded: its lease runs out and it runs again
-                log.exception("%s of %s could not be finished; it runs again when its lease expires",
-                              item.kind, item.message)
-            self.queue.done(item)
+                self.pipeline.handle(items)
+            except Exception:  # not even a failure could be recorded: the leases run out and the work runs again
+                log.exception("%s could not be finished; it runs again when its lease expires",
+                              ", ".join(f"{item.kind} of {item.message}" for item in items))
+            for item in items:
+                self.queue.done(item)

@@ -28,9 +28,10 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from cryptography import x509
@@ -221,17 +222,30 @@ class Pipeline:
 
     # -- work -----------------------------------------------------------------------------------------
 
-    def handle(self, item: WorkItem) -> None:
-        handlers = {"process": self._process, "deliver": self._deliver, "resend": self._resend, "settle": self._settle}
-        try:
+    def handle(self, items: Sequence[WorkItem]) -> None:
+        """Run claimed steps: the process steps together (one decision transaction; their deliveries and
+        settles together), the others one by one. Every failure is classified, retried or parked."""
+        singles = {"deliver": self._deliver, "resend": self._resend, "settle": self._settle}
+        processes = []
+        for item in items:
             if item.attempts > self.claims_allowed:
-                raise HubError(WORKER_LOST, f"{item.kind} was taken {item.attempts} times; the workers that took it "
-                               "died or stalled past their lease")
-            handlers[item.kind](item)
+                self._failed(item, HubError(WORKER_LOST, f"{item.kind} was taken {item.attempts} times; the "
+                                            "workers that took it died or stalled past their lease"))
+            elif item.kind == "process":
+                processes.append(item)
+            else:
+                self._guarded([item], partial(singles[item.kind], item))
+        if processes:
+            self._process(processes)
+
+    def _guarded(self, items: Sequence[WorkItem], step: Callable[[], None]) -> None:
+        try:
+            step()
         except LeaseLost as exc:
             log.warning("%s; another worker will finish it", exc)
-        except Exception as exc:  # every failure is classified, retried or parked; nothing is dropped
-            self._failed(item, exc)
+        except Exception as exc:  # nothing is dropped
+            for item in items:
+                self._failed(item, exc)
 
     def _failed(self, item: WorkItem, exc: Exception) -> None:
         if isinstance(exc, HubError):
@@ -270,52 +284,89 @@ class Pipeline:
 
     # -- process: decide on one inbound message --------------------------------------------------------
 
-    def _process(self, item: WorkItem) -> None:
+    def _process(self, items: list[WorkItem]) -> None:
+        """Decide on inbound messages: each prepared (the slow part: verify, decode, map, sign) before the write
+        lock is taken, then all decided in one transaction, then delivered and settled together."""
         with self.store.read() as conn:
-            row = self.store.get_message(conn, item.message)
-        # Verifying, decoding, mapping and signing are the slow part: done before taking the write lock.
-        try:
-            prepared = self._prepare(row) if row.state in _UNDECIDED else None
-        except HubError as err:
-            if err.disposition is not Disposition.WAIT:
-                raise
-            self._wait(item, row, err)
-            return
-        with self.store.begin() as conn:
-            if prepared is not None and self.store.state_of(conn, row.id) in _UNDECIDED:
-                if not isinstance(prepared, DxpResponse) and prepared.taken is not None:
-                    self._answer_envelope(conn, row, prepared.taken)
-                try:
-                    if isinstance(prepared, Refused):
-                        raise prepared.error
-                    if isinstance(prepared, DxpResponse):
-                        self._take_node_answers(conn, row, prepared)
-                    elif isinstance(prepared.message, Receipt):
-                        self._note_verified(conn, row, prepared)
-                        self._take_receipt(conn, row, prepared.message)
-                    else:
-                        self._note_verified(conn, row, prepared)
-                        self._accept(conn, row, prepared)
-                except HubError as err:
-                    if err.disposition is not Disposition.REJECT:
-                        raise
-                    self._reject(conn, row, err, prepared.refused if isinstance(prepared, Refused) else None)
-            decided, pending = self.store.get_head(conn, row.id), self.store.pending_answers(conn, row.id)
-        self._follow_through(item, decided, pending)
+            rows = self.store.get_messages(conn, [item.message for item in items])
+        # A slow signer (a card) must not let the batch's last leases run out before they are started.
+        started, budget = time.monotonic(), self.config.queue.lease_seconds / 3
+        ready = []
+        for n, item in enumerate(items):
+            if n and time.monotonic() - started > budget:
+                self.queue.release(items[n:])
+                break
+            row = rows[item.message]
+            try:
+                ready.append((item, row, self._prepare(row) if row.state in _UNDECIDED else None))
+            except HubError as err:
+                if err.disposition is Disposition.WAIT:
+                    self._guarded([item], partial(self._wait, item, row, err))
+                else:
+                    self._failed(item, err)
+            except Exception as exc:
+                self._failed(item, exc)
+        if ready:
+            self._decide(ready)
 
-    def _follow_through(self, item: WorkItem, row: Any, pending: list[Any]) -> None:
-        """Deliver what the decision scheduled and settle the input, under the process item's lease: no more
-        work items, claims and transactions for them. A crash before the item completes runs it again (the
-        decision is kept, what is still pending is delivered, settling twice is harmless); a delivery or settle
+    def _decide(self, ready: list[tuple[WorkItem, Any, Prepared | Refused | DxpResponse | None]]) -> None:
+        ids = [row.id for _item, row, _prepared in ready]
+        try:
+            with self.store.begin() as conn:
+                states = self.store.states_of(conn, ids)
+                for _item, row, prepared in ready:
+                    if prepared is not None and states[row.id] in _UNDECIDED:
+                        self._decide_one(conn, row, prepared)
+                decided, pending = self.store.get_heads(conn, ids), self.store.pending_answers(conn, ids)
+        except Exception as exc:
+            if len(ready) == 1:
+                self._failed(ready[0][0], exc)
+                return
+            # One message's failure (a store error, a defect) must not hold back the others: each on its own.
+            log.info("a batch of %d decisions failed (%s: %s); deciding each on its own", len(ready),
+                     type(exc).__name__, exc)
+            for each in ready:
+                self._decide([each])
+            return
+        items = [item for item, _row, _prepared in ready]
+        self._guarded(items, lambda: self._follow_through(items, [decided[i] for i in ids], pending))
+
+    def _decide_one(self, conn: Connection, row: Any, prepared: Prepared | Refused | DxpResponse) -> None:
+        if not isinstance(prepared, DxpResponse) and prepared.taken is not None:
+            self._answer_envelope(conn, row, prepared.taken)
+        try:
+            if isinstance(prepared, Refused):
+                raise prepared.error
+            if isinstance(prepared, DxpResponse):
+                self._take_node_answers(conn, row, prepared)
+            elif isinstance(prepared.message, Receipt):
+                self._note_verified(conn, row, prepared)
+                self._take_receipt(conn, row, prepared.message)
+            else:
+                self._note_verified(conn, row, prepared)
+                self._accept(conn, row, prepared)
+        except HubError as err:
+            if err.disposition is not Disposition.REJECT:
+                raise
+            self._reject(conn, row, err, prepared.refused if isinstance(prepared, Refused) else None)
+
+    def _follow_through(self, items: list[WorkItem], decided: list[Any], pending: list[Any]) -> None:
+        """Deliver what the decisions scheduled and settle the inputs, under the process items' leases: no more
+        work items, claims and transactions for them. A crash before the items complete runs them again (the
+        decisions are kept, what is still pending is delivered, settling twice is harmless); a delivery or settle
         that fails here becomes a work item of its own under the retry policy."""
         delivered, failed = self._hand_over(pending)
-        settled = None
-        if row.state not in _UNDECIDED:  # a message waiting for its signature has nothing to settle yet
+        settled: dict[str, str | None] = {}  # by input: where it was filed (None: it was filed before)
+        unsettled = []
+        for row in decided:
+            if row.state in _UNDECIDED:  # a message waiting for its signature has nothing to settle yet
+                continue
             try:
-                settled = self._settle_input(row)
+                settled[row.id] = self._settle_input(row)
             except OSError as exc:
                 log.warning("settling %s/intake/%s failed: %s; it retries on its own", row.partner, row.file_name,
                             exc)
+                unsettled.append(row.id)
         # Not serialised with other processes' decisions: nothing here checks before it writes but `advance`,
         # one conditional update.
         with self.store.begin(serial=False) as conn:
@@ -323,11 +374,12 @@ class Pipeline:
                 self._delivered(conn, out)
             for out, _exc in failed:
                 self.queue.enqueue(conn, "deliver", out.id)
-            if settled is None and row.state not in _UNDECIDED:
-                self.queue.enqueue(conn, "settle", row.id)
-            elif settled:
-                self.store.add_event(conn, row.id, "settled", settled)
-            self.queue.complete(conn, item)
+            for message in unsettled:
+                self.queue.enqueue(conn, "settle", message)
+            for message, where in settled.items():
+                if where:
+                    self.store.add_event(conn, message, "settled", where)
+            self.queue.complete(conn, *items)
         for out in delivered:
             log.info("delivered %s to %s/out/%s", out.message_type, out.partner, out.file_name)
 
@@ -713,10 +765,10 @@ class Pipeline:
             except OSError as exc:
                 self._not_delivered(out, exc)
                 failed.append((out, exc))
-        fresh = [out for out in staged if out.state != DELIVERING]
+        fresh = [out.id for out in staged if out.state != DELIVERING]
         if fresh:
             with self.store.begin(serial=False) as conn:
-                moved = {out.id for out in fresh if self.store.advance(conn, out.id, out.state, DELIVERING, quiet=True)}
+                moved = self.store.advance_all(conn, fresh, "pending", DELIVERING)
             # One that moved on meanwhile (another worker's, after a lease ran out) is not this worker's to show.
             staged = [out for out in staged if out.state == DELIVERING or out.id in moved]
         delivered = []

@@ -28,7 +28,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from threading import Event
 from typing import Any
 
@@ -45,21 +45,24 @@ log = logging.getLogger("hub.rabbitqueue")
 RELAY_BATCH = 200
 REAP_EVERY_SECONDS = 1.0
 MAX_BACKOFF_SECONDS = 5.0
+_A_MOMENT = 0.0005  # seconds a claim waits for more deliveries once it has one
 
 # Ready as well as queued: a delivery can come before the relay's transaction commits; the UPDATE then waits
 # for the relay's row lock and claims the row once it is queued (a WHERE on "queued" alone would read the old
 # "ready" and pass the row by).
 _CLAIM = (
     update(work)
-    .where(work.c.id == bindparam("_id"), work.c.state.in_(WAITING), work.c.available_at <= bindparam("_now"))
+    .where(work.c.id.in_(bindparam("_ids", expanding=True)), work.c.state.in_(WAITING),
+           work.c.available_at <= bindparam("_now"))
     .values(state="leased", lease_owner=bindparam("owner"), lease_until=bindparam("lease_until"),
             attempts=work.c.attempts + 1)
-    .returning(work.c.kind, work.c.message, work.c.attempts)
+    .returning(work.c.id, work.c.kind, work.c.message, work.c.attempts)
 )
 # A delivery that came back from a retry tier before its row's time: the relay publishes it again when due.
 _EARLY = (
     update(work)
-    .where(work.c.id == bindparam("_id"), work.c.state == "queued", work.c.available_at > bindparam("_now"))
+    .where(work.c.id.in_(bindparam("_ids", expanding=True)), work.c.state == "queued",
+           work.c.available_at > bindparam("_now"))
     .values(state="ready")
 )
 _DUE = (
@@ -142,11 +145,15 @@ class QueueConsumer:
         Consumer(self.channel, queues=[Queue(queue, no_declare=True)], on_message=self.pending.append,
                  auto_declare=False).consume()
 
-    def next(self, timeout: float) -> Any | None:
-        if not self.pending:
-            with contextlib.suppress(TimeoutError):  # socket.timeout: nothing came
-                self.conn.drain_events(timeout=timeout)
-        return self.pending.popleft() if self.pending else None
+    def next(self, timeout: float, limit: int = 1) -> list[Any]:
+        """Up to `limit` deliveries: those already here and those the broker has sent (each drain reads one),
+        waiting up to `timeout` for the first."""
+        with contextlib.suppress(TimeoutError):  # socket.timeout: nothing (more) came
+            while len(self.pending) < limit:
+                # A moment, not 0: a zero timeout puts the socket in non-blocking mode, whose EAGAIN mid-frame
+                # py-amqp has mishandled (celery/py-amqp#320).
+                self.conn.drain_events(timeout=_A_MOMENT if self.pending else timeout)
+        return [self.pending.popleft() for _ in range(min(limit, len(self.pending)))]
 
     def close(self) -> None:
         _close(self.conn)  # the broker returns our unacked messages
@@ -170,32 +177,39 @@ class RabbitWorkQueue(DbWorkQueue):
 
     # -- workers --------------------------------------------------------------------------------------
 
-    def claim(self, owner: str) -> WorkItem | None:
-        """The next delivery whose row is still queued, claimed; None after poll_seconds without one, or when
-        the delivery was stale (acked and dropped). A store error leaves the delivery for the next call."""
+    def claim(self, owner: str, limit: int = 1) -> list[WorkItem]:
+        """The deliveries (up to `limit`, waiting up to poll_seconds for the first) whose rows are still queued,
+        claimed; a stale delivery is acked and dropped. A store error leaves the deliveries for the next call."""
         consumer = self._consumer()
         try:
-            delivery = consumer.next(self.poll_seconds)
+            deliveries = consumer.next(self.poll_seconds, limit)
         except (OSError, *consumer.conn.connection_errors, *consumer.conn.channel_errors):
             self._drop_consumer()
             raise
-        if delivery is None:
-            return None
-        item_id = int(delivery.body)
+        if not deliveries:
+            return []
+        by_id = {int(d.body): d for d in deliveries}
         now = time.time()
         try:
             with self.store.begin(serial=False) as conn:
-                row = relaxed(conn).execute(_CLAIM, {"_id": item_id, "_now": now, "owner": owner,
-                                            "lease_until": now + self.lease_seconds}).first()
-                if row is None:
-                    conn.execute(_EARLY, {"_id": item_id, "_now": now})
+                rows = relaxed(conn).execute(_CLAIM, {"_ids": sorted(by_id), "_now": now, "owner": owner,
+                                                      "lease_until": now + self.lease_seconds}).all()
+                unclaimed = sorted(by_id.keys() - {row.id for row in rows})
+                if unclaimed:
+                    conn.execute(_EARLY, {"_ids": unclaimed, "_now": now})
         except Exception:
-            consumer.pending.appendleft(delivery)
+            consumer.pending.extendleft(reversed(deliveries))
             raise
-        if row is None:
-            self._ack(delivery)
-            return None
-        return WorkItem(item_id, row.kind, row.message, row.attempts, owner, delivery)
+        for item_id in unclaimed:
+            self._ack(by_id[item_id])
+        return [WorkItem(row.id, row.kind, row.message, row.attempts, owner, by_id[row.id])
+                for row in sorted(rows, key=lambda r: r.id)]
+
+    def release(self, items: Sequence[WorkItem]) -> None:
+        """Back to "ready" (the relay publishes them again), then acked."""
+        super().release(items)
+        for item in items:
+            self._ack(item.delivery)
 
     def done(self, item: WorkItem) -> None:
         self._ack(item.delivery)
@@ -293,8 +307,7 @@ class RabbitWorkQueue(DbWorkQueue):
                 consumer = QueueConsumer(self.topology, self.url, self.topology.parked, 1)
                 try:
                     while not stop.is_set():
-                        delivery = consumer.next(0.5)
-                        if delivery is not None:
+                        for delivery in consumer.next(0.5):
                             self.park_given_up(int(delivery.body), delivery.headers or {})
                             delivery.ack()
                         backoff = self.poll_seconds

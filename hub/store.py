@@ -203,12 +203,15 @@ _INSERT_MESSAGE = insert(messages)
 _INSERT_EVENT = insert(events)
 _UPDATE_MESSAGE = update(messages).where(messages.c.id == bindparam("_id"))
 _GET_MESSAGE = select(messages).where(messages.c.id == bindparam("_id"))
-_PENDING_ANSWERS = select(messages).where(messages.c.answers == bindparam("_id"),
-                                         messages.c.state.in_(("pending", "delivering")))
-_GET_HEAD = select(*(c for c in messages.c if c.name not in ("raw", "canonical"))).where(
-    messages.c.id == bindparam("_id")
+_AMONG = messages.c.id.in_(bindparam("_ids", expanding=True))
+_GET_MESSAGES = select(messages).where(_AMONG)
+_PENDING_ANSWERS = (
+    select(messages)
+    .where(messages.c.answers.in_(bindparam("_ids", expanding=True)), messages.c.state.in_(("pending", "delivering")))
+    .order_by(messages.c.created_at)
 )
-_GET_STATE = select(messages.c.state).where(messages.c.id == bindparam("_id"))
+_GET_HEADS = select(*(c for c in messages.c if c.name not in ("raw", "canonical"))).where(_AMONG)
+_GET_STATES = select(messages.c.id, messages.c.state).where(_AMONG)
 _MESSAGE_EXISTS = select(messages.c.id).where(messages.c.id == bindparam("_id"))
 _INSERT_SEEN = insert(seen_messages)
 _FIRST_SEEN = select(seen_messages.c.first).where(
@@ -220,6 +223,10 @@ _FIRST_VERSION = select(seen_versions.c.first).where(
     seen_versions.c.version == bindparam("_version"),
 )
 _UPDATE_STATE_FROM = update(messages).where(messages.c.id == bindparam("_id"), messages.c.state == bindparam("_from"))
+_ADVANCE_ALL = (
+    update(messages).where(_AMONG, messages.c.state == bindparam("_from"))
+    .values(state=bindparam("state"), updated_at=bindparam("updated_at")).returning(messages.c.id)
+)
 _AWAIT = insert(awaited_receipts)
 _STOP_AWAITING = delete(awaited_receipts).where(awaited_receipts.c.message == bindparam("_message"))
 _ANSWERED_IN_CONVERSATION = delete(awaited_receipts).where(
@@ -363,15 +370,20 @@ class Store:
         Store.add_event(conn, message, state, detail)
 
     @staticmethod
-    def advance(conn: Connection, message: str, before: str, state: str, detail: str = "", quiet: bool = False) -> bool:
-        """Move a message from state `before` to `state`; False (and nothing recorded) if it has moved on.
-        `quiet`: no history event (a passing state)."""
+    def advance(conn: Connection, message: str, before: str, state: str, detail: str = "") -> bool:
+        """Move a message from state `before` to `state`; False (and nothing recorded) if it has moved on."""
         moved = conn.execute(
             _UPDATE_STATE_FROM, {"_id": message, "_from": before, "state": state, "updated_at": time.time()}
         ).rowcount
-        if moved and not quiet:
+        if moved:
             Store.add_event(conn, message, state, detail)
         return bool(moved)
+
+    @staticmethod
+    def advance_all(conn: Connection, ids: list[str], before: str, state: str) -> set[str]:
+        """Move the messages still in state `before` to `state` (a passing state: no history event); which moved."""
+        return set(conn.execute(_ADVANCE_ALL, {"_ids": ids, "_from": before, "state": state,
+                                               "updated_at": time.time()}).scalars())
 
     @staticmethod
     def add_event(conn: Connection, message: str, name: str, detail: str = "") -> None:
@@ -387,19 +399,22 @@ class Store:
         return conn.execute(_GET_MESSAGE, {"_id": message}).one_or_none()
 
     @staticmethod
-    def get_head(conn: Connection, message: str) -> Any:
-        """A message without its bytes and canonical form."""
-        return conn.execute(_GET_HEAD, {"_id": message}).one_or_none()
+    def get_messages(conn: Connection, ids: list[str]) -> dict[str, Any]:
+        return {row.id: row for row in conn.execute(_GET_MESSAGES, {"_ids": ids})}
 
     @staticmethod
-    def state_of(conn: Connection, message: str) -> str | None:
-        return conn.execute(_GET_STATE, {"_id": message}).scalar()
+    def get_heads(conn: Connection, ids: list[str]) -> dict[str, Any]:
+        return {row.id: row for row in conn.execute(_GET_HEADS, {"_ids": ids})}
 
     @staticmethod
-    def pending_answers(conn: Connection, message: str) -> list[Any]:
-        """What the hub stored to send for an inbound message (forwarded copy, receipt, DxpRep), not yet sent
-        (pending) or perhaps sent (delivering: staged, and perhaps shown to the partner)."""
-        return list(conn.execute(_PENDING_ANSWERS, {"_id": message}))
+    def states_of(conn: Connection, ids: list[str]) -> dict[str, str]:
+        return {row.id: row.state for row in conn.execute(_GET_STATES, {"_ids": ids})}
+
+    @staticmethod
+    def pending_answers(conn: Connection, ids: list[str]) -> list[Any]:
+        """What the hub stored to send for these inbound messages (forwarded copy, receipt, DxpRep), not yet
+        sent (pending) or perhaps sent (delivering: staged, and perhaps shown to the partner), oldest first."""
+        return list(conn.execute(_PENDING_ANSWERS, {"_ids": ids}))
 
     @staticmethod
     def message_exists(conn: Connection, message: str) -> bool:

@@ -13,7 +13,7 @@ holding a lease loses it when the lease runs out, and the item runs again: every
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from threading import Event
 from typing import Any, Protocol
@@ -49,10 +49,15 @@ class WorkQueue(Protocol):
     def enqueue(self, conn: Connection, kind: str, message: str, delay: float = 0.0) -> None:
         """Schedule a step, in the caller's transaction."""
 
-    def claim(self, owner: str) -> WorkItem | None: ...
+    def claim(self, owner: str, limit: int = 1) -> list[WorkItem]:
+        """Up to `limit` items leased to `owner`, oldest first (none: nothing is due)."""
+        ...
 
-    def complete(self, conn: Connection, item: WorkItem) -> None:
+    def complete(self, conn: Connection, *items: WorkItem) -> None:
         """Done, in the same transaction as the work's effects."""
+
+    def release(self, items: Sequence[WorkItem]) -> None:
+        """Claimed but not started: back to the queue as they were, no attempt spent."""
 
     def retry_later(self, item: WorkItem, delay: float, error: str) -> None: ...
 
@@ -77,17 +82,27 @@ _NEXT_READY = (
     select(work.c.id, work.c.kind, work.c.message, work.c.attempts)
     .where(work.c.state == "ready", work.c.available_at <= bindparam("_now"))
     .order_by(work.c.available_at, work.c.id)
-    .limit(1)
+    .limit(bindparam("_limit"))
 )
-_LEASE = update(work).where(work.c.id == bindparam("_id"))
+_IDS = work.c.id.in_(bindparam("_ids", expanding=True))
+_LEASE = (
+    update(work).where(_IDS)
+    .values(state="leased", lease_owner=bindparam("owner"), lease_until=bindparam("lease_until"),
+            attempts=work.c.attempts + 1)
+)
 _REAP = (
     update(work)
     .where(work.c.state == "leased", work.c.lease_until < bindparam("_now"))
     .values(state="ready", lease_owner=None, lease_until=None)
 )
 
-_COMPLETE = delete(work).where(_HELD)
+_HELD_ALL = and_(_IDS, work.c.state == "leased", work.c.lease_owner == bindparam("_owner"))
+_COMPLETE = delete(work).where(_HELD_ALL)
 _RELEASE = update(work).where(_HELD)
+_UNCLAIM = (
+    update(work).where(_HELD_ALL)
+    .values(state="ready", lease_owner=None, lease_until=None, attempts=work.c.attempts - 1)
+)
 
 
 _ASYNC_COMMIT = text("SET LOCAL synchronous_commit TO OFF")
@@ -122,27 +137,35 @@ class DbWorkQueue:
         conn.execute(_ENQUEUE, {"kind": kind, "message": message, "state": "ready", "attempts": 0,
                                 "available_at": now + delay, "created_at": now})
 
-    def claim(self, owner: str) -> WorkItem | None:
+    def claim(self, owner: str, limit: int = 1) -> list[WorkItem]:
         now = time.time()
         if now >= self._next_reap:
             self.reap()
             self._next_reap = now + min(self.lease_seconds / 4, 5.0)
         with self.store.begin(serial=False) as conn:
-            row = relaxed(conn).execute(self._next_ready, {"_now": now}).first()
-            if row is None:
-                return None
-            conn.execute(_LEASE, {"_id": row.id, "state": "leased", "lease_until": now + self.lease_seconds,
-                                  "lease_owner": owner, "attempts": row.attempts + 1})
-        return WorkItem(row.id, row.kind, row.message, row.attempts + 1, owner)
+            rows = relaxed(conn).execute(self._next_ready, {"_now": now, "_limit": limit}).all()
+            if not rows:
+                return []
+            conn.execute(_LEASE, {"_ids": [row.id for row in rows], "owner": owner,
+                                  "lease_until": now + self.lease_seconds})
+        return [WorkItem(row.id, row.kind, row.message, row.attempts + 1, owner) for row in rows]
 
     def reap(self) -> int:
         with self.store.begin(serial=False) as conn:
             return reap(conn)
 
-    def complete(self, conn: Connection, item: WorkItem) -> None:
-        """Done, in the same transaction as the work's effects; raises LeaseLost if the lease ran out."""
-        if conn.execute(_COMPLETE, {"_id": item.id, "_owner": item.owner}).rowcount != 1:
-            raise LeaseLost(f"work item {item.id} ({item.kind}) is no longer leased by {item.owner}")
+    def complete(self, conn: Connection, *items: WorkItem) -> None:
+        """Done, in the same transaction as the work's effects; raises LeaseLost if a lease ran out (the
+        transaction, every item's effects with it, is undone: another worker may be running that item)."""
+        if conn.execute(_COMPLETE, {"_ids": [i.id for i in items], "_owner": items[0].owner}).rowcount != len(items):
+            held = ", ".join(f"{i.id} ({i.kind})" for i in items)
+            raise LeaseLost(f"work item {held} is no longer leased by {items[0].owner}" if len(items) == 1 else
+                            f"work items {held} are no longer all leased by {items[0].owner}")
+
+    def release(self, items: Sequence[WorkItem]) -> None:
+        if items:
+            with self.store.begin(serial=False) as conn:
+                conn.execute(_UNCLAIM, {"_ids": [i.id for i in items], "_owner": items[0].owner})
 
     def retry_later(self, item: WorkItem, delay: float, error: str) -> None:
         with self.store.begin() as conn:

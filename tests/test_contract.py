@@ -179,7 +179,7 @@ def test_rabbitmq_parks_work_its_workers_never_acknowledge_and_replay_brings_it_
             taken = 0
             while not operations.parked():
                 consumer = QueueConsumer(queue.topology, config.queue.url, queue.topology.work, 1)
-                if consumer.next(1.0) is not None:
+                if consumer.next(1.0):
                     taken += 1
                 consumer.close()  # the worker dies: no ack
                 assert taken <= 3, "RabbitMQ should have given up after the delivery limit"
