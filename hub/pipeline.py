@@ -208,15 +208,15 @@ class Pipeline:
         if not taken:
             return
         with self.store.begin() as conn:
-            for each, raw in taken:
-                if recovered and self.store.message_exists(conn, each.hub_id):
-                    continue
-                self.store.add_message(
-                    conn, id=each.hub_id, direction="in", partner=each.partner, state=RECEIVED,
-                    file_name=each.name, size=each.size, raw=raw,
-                    event_detail=f"{each.partner}/in/{each.name}, {each.size} bytes",
+            if recovered:
+                taken = [(each, raw) for each, raw in taken if not self.store.message_exists(conn, each.hub_id)]
+            if taken:
+                self.store.add_inputs(
+                    conn, [{"id": each.hub_id, "direction": "in", "partner": each.partner, "state": RECEIVED,
+                            "file_name": each.name, "size": each.size, "raw": raw} for each, raw in taken],
+                    [f"{each.partner}/in/{each.name}, {each.size} bytes" for each, _raw in taken],
                 )
-                self.queue.enqueue(conn, "process", each.hub_id)
+                self.queue.enqueue(conn, "process", *(each.hub_id for each, _raw in taken))
         for each, _raw in taken:
             log.info("received %s/in/%s as %s (%d bytes)", each.partner, each.name, each.hub_id, each.size)
 
@@ -370,8 +370,7 @@ class Pipeline:
         # Not serialised with other processes' decisions: nothing here checks before it writes but `advance`,
         # one conditional update.
         with self.store.begin(serial=False) as conn:
-            for out in delivered:
-                self._delivered(conn, out)
+            self._delivered(conn, delivered)
             for out, _exc in failed:
                 self.queue.enqueue(conn, "deliver", out.id)
             for message in unsettled:
@@ -795,20 +794,23 @@ class Pipeline:
             if failed:
                 raise failed[0][1]  # under the retry policy
         with self.store.begin() as conn:
-            for out in delivered:  # none: it was delivered before, or another worker's since
-                self._delivered(conn, out)
+            self._delivered(conn, delivered)  # none: it was delivered before, or another worker's since
             self.queue.complete(conn, item)
         if delivered:
             log.info("delivered %s to %s/out/%s", row.message_type, row.partner, row.file_name)
 
-    def _delivered(self, conn: Connection, row: Any) -> None:
-        target = f"{row.partner}/out/{row.file_name}"
-        if not self.store.advance(conn, row.id, DELIVERING, "delivered", target):
-            # The partner's receipt came (and was noted) since the bytes landed: its state stands.
-            self.store.add_event(conn, row.id, "delivered", target)
-        elif row.message_type not in _NEVER_ANSWERED:
-            timeout = self.config.partners[row.partner].receipt_timeout_seconds
-            self.store.await_receipt(conn, row.id, row.partner, time.time() + timeout)
+    def _delivered(self, conn: Connection, outs: list[Any]) -> None:
+        """Note the deliveries, and the receipts they now await. One whose partner's receipt came (and was
+        noted) since its bytes landed keeps its state."""
+        if not outs:
+            return
+        moved = self.store.advance_all(conn, [out.id for out in outs], DELIVERING, "delivered")
+        now, awaited = time.time(), []
+        for out in outs:
+            self.store.add_event(conn, out.id, "delivered", f"{out.partner}/out/{out.file_name}")
+            if out.id in moved and out.message_type not in _NEVER_ANSWERED:
+                awaited.append((out.id, out.partner, now + self.config.partners[out.partner].receipt_timeout_seconds))
+        self.store.await_receipts(conn, awaited)
 
     def _resend(self, item: WorkItem) -> None:
         """Deliver a delivered message again: the same bytes under the same name, the same message id, so the

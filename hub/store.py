@@ -365,6 +365,14 @@ class Store:
         return str(values["id"])
 
     @staticmethod
+    def add_inputs(conn: Connection, inputs: list[dict[str, Any]], details: list[str]) -> None:
+        """Inputs as received, in one statement: each with the same columns, its history's first line beside it."""
+        now = time.time()
+        conn.execute(_INSERT_MESSAGE, [{"created_at": now, "updated_at": now, **values} for values in inputs])
+        for values, detail in zip(inputs, details, strict=True):
+            Store.add_event(conn, values["id"], values["state"], detail)
+
+    @staticmethod
     def set_state(conn: Connection, message: str, state: str, detail: str = "", **values: Any) -> None:
         conn.execute(_UPDATE_MESSAGE, {"_id": message, "state": state, "updated_at": time.time(), **values})
         Store.add_event(conn, message, state, detail)
@@ -456,10 +464,11 @@ class Store:
     # -- receipts awaited ----------------------------------------------------------------------------
 
     @staticmethod
-    def await_receipt(conn: Connection, message: str, partner: str, due_at: float) -> None:
-        """Its receipt is due by `due_at` (an operator's replay of a message parked for want of one ended the
-        earlier wait: stop_awaiting)."""
-        conn.execute(_AWAIT, {"message": message, "partner": partner, "due_at": due_at, "resends": 0})
+    def await_receipts(conn: Connection, awaited: list[tuple[str, str, float]]) -> None:
+        """(message, partner, due_at): each message's receipt is due by then (an operator's replay of a message
+        parked for want of one ended the earlier wait: stop_awaiting)."""
+        if awaited:
+            conn.execute(_AWAIT, [{"message": m, "partner": p, "due_at": due, "resends": 0} for m, p, due in awaited])
 
     @staticmethod
     def stop_awaiting(conn: Connection, message: str) -> None:

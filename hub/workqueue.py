@@ -46,8 +46,8 @@ class WorkQueue(Protocol):
 
     idle_wait: float  # how long a worker pauses after claim() found nothing
 
-    def enqueue(self, conn: Connection, kind: str, message: str, delay: float = 0.0) -> None:
-        """Schedule a step, in the caller's transaction."""
+    def enqueue(self, conn: Connection, kind: str, *messages: str, delay: float = 0.0) -> None:
+        """Schedule a step for each message, in the caller's transaction."""
 
     def claim(self, owner: str, limit: int = 1) -> list[WorkItem]:
         """Up to `limit` items leased to `owner`, oldest first (none: nothing is due)."""
@@ -132,10 +132,10 @@ class DbWorkQueue:
         self._next_ready = _NEXT_READY if store.is_sqlite else _NEXT_READY.with_for_update(skip_locked=True)
 
     @staticmethod
-    def enqueue(conn: Connection, kind: str, message: str, delay: float = 0.0) -> None:
+    def enqueue(conn: Connection, kind: str, *messages: str, delay: float = 0.0) -> None:
         now = time.time()
-        conn.execute(_ENQUEUE, {"kind": kind, "message": message, "state": "ready", "attempts": 0,
-                                "available_at": now + delay, "created_at": now})
+        conn.execute(_ENQUEUE, [{"kind": kind, "message": message, "state": "ready", "attempts": 0,
+                                 "available_at": now + delay, "created_at": now} for message in messages])
 
     def claim(self, owner: str, limit: int = 1) -> list[WorkItem]:
         now = time.time()
