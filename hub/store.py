@@ -319,8 +319,15 @@ class Store:
         # handler, which sleeps in growing steps (measured: it cut throughput tenfold).
         self._writer: AbstractContextManager[object] = threading.Lock() if self.is_sqlite else nullcontext()
 
-    def create_schema(self) -> None:
-        metadata.create_all(self.engine)
+    def create_schema(self, *others: Table) -> None:
+        """The hub's tables, and `others` (a library's), if missing. On PostgreSQL under a lock: hub processes
+        started together on a new database each found the tables missing and all but one failed on creating them."""
+        with self.engine.begin() as conn:
+            if not self.is_sqlite:
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": advisory_key("hub schema")})
+            metadata.create_all(conn)
+            for table in others:
+                table.create(conn, checkfirst=True)
 
     def close(self) -> None:
         self.engine.dispose()

@@ -215,6 +215,25 @@ def test_rabbitmq_without_a_postgresql_store_stops_start_up_with_one_line(tmp_pa
     assert 'queue.kind = "rabbitmq" needs a PostgreSQL store' in line, line
 
 
+@pytest.mark.parametrize("backend", ["postgresql", "rabbitmq"])
+def test_hub_processes_started_together_on_a_new_database_all_come_up(backend: str, tmp_path: Path) -> None:
+    """Each process finds the tables missing and creates them: before the schema lock, all but one died of a
+    unique violation in PostgreSQL's catalogue."""
+    with backend_environ(backend) as env:
+        processes = [HubProcess(tmp_path / f"hub-{n}", **env) for n in range(3)]
+        for process in processes:
+            process.root.mkdir()
+            process.launch()
+        try:
+            for process in processes:
+                process.wait_up(timeout=30)
+        finally:
+            for process in processes:
+                process.stop()
+        for process in processes:
+            assert "Traceback" not in process.log.read_text(), process.log.read_text()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", ["sqlite", "rabbitmq"])
 def test_run_workers_n_runs_n_workers_that_deliver_each_message_once(backend: str, tmp_path: Path) -> None:

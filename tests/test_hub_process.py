@@ -39,11 +39,17 @@ class HubProcess:
 
     def start(self, timeout: float = 20) -> None:
         """Start it and wait for its status interface (a restart first stores what the last one left in intake/)."""
+        self.launch()
+        self.wait_up(timeout)
+
+    def launch(self) -> None:
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, str(REPO / "run_hub.py"), *self.args], cwd=self.root, env=self.env, stdout=log,
                 stderr=log,
             )
+
+    def wait_up(self, timeout: float = 20) -> None:
         wait_for(self._up, timeout, "the hub's status interface")
 
     def _up(self) -> bool:

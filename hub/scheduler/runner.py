@@ -70,7 +70,7 @@ class JobRunner:
         # Created now, beside the hub's tables, before anything writes: APScheduler would create it when a process
         # first leads, checking and creating in one deferred transaction, which SQLite refuses ("database is
         # locked") when a pipeline write lands in between.
-        job_store(hub.store.engine).jobs_t.create(hub.store.engine, checkfirst=True)
+        hub.store.create_schema(job_store(hub.store.engine).jobs_t)
         self.lock = LeaderLock(self.config.store.url, "scheduler")
         self.process = f"{socket.gethostname()}:{os.getpid()}"
         self.token = f"{self.process}:{id(self):x}"
