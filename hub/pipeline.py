@@ -15,8 +15,9 @@ notes the partner's DxpReps on the messages they answer. The store keeps the byt
 
 While the receiver's signer cannot sign (card out, E-Port client down, PIN blocked until an operator
 unblocks it), the message waits in "awaiting-signature": its process step is put back as a fresh work item
-every retry.wait_seconds, so a wait never counts against the retry policy and never parks. Only one message
-at a time asks a signer that could not sign; the others wait without touching it.
+every retry.wait_seconds, so a wait never counts against the retry policy and never parks. A signer that
+could not sign is asked again by one message at a time, at most once a wait; the others wait without touching
+it.
 """
 
 from __future__ import annotations
@@ -168,7 +169,8 @@ class Pipeline:
         self.trusted = trusted  # by partner: the certificates whose signatures the hub believes
         self.envelopes = envelopes  # by partner: the envelope its messages travel in (none: bare XML)
         self.node_ids = {name: p.dxp_id for name, p in config.partners.items() if p.dxp_id is not None}
-        self._cannot_sign: dict[str, HubError] = {}  # by signer: why it could not sign, until it signs again
+        # By signer: why it could not sign and when it last failed (monotonic), until it signs again.
+        self._cannot_sign: dict[str, tuple[HubError, float]] = {}
         self._asking = {name: threading.Lock() for name in signers}
         self.retry = RetryPolicy(tuple(config.retry.delays_seconds), config.retry.jitter)
         # A route's own policy, by the messages it covers: (type, direction, partner) in and out.
@@ -481,14 +483,19 @@ class Pipeline:
             return payload, ""
         algorithm = self.config.signers[name].algorithm
         known = self._cannot_sign.get(name)
-        if known is not None and not self._asking[name].acquire(blocking=False):
-            raise dataclasses.replace(known)  # another message is asking the signer; this one waits
+        if known is not None:
+            why, failed_at = known
+            # A signer that could not sign is asked again by one message at a time, at most once a wait (a batch's
+            # messages would otherwise each ask in turn, each waiting out the card's timeout); the others wait.
+            if time.monotonic() - failed_at < self.config.retry.wait_seconds or \
+                    not self._asking[name].acquire(blocking=False):
+                raise dataclasses.replace(why)
         try:
             signed = sign_document(payload, self.signers[name], algorithm)
         except SigningError as exc:
             err = signer_failed(exc)
             if err.disposition is Disposition.WAIT:
-                self._cannot_sign[name] = err
+                self._cannot_sign[name] = (err, time.monotonic())
             raise err from None
         finally:
             if known is not None:
