@@ -316,9 +316,11 @@ class Pipeline:
         try:
             with self.store.begin() as conn:
                 states = self.store.states_of(conn, ids)
-                for _item, row, prepared in ready:
-                    if prepared is not None and states[row.id] in _UNDECIDED:
-                        self._decide_one(conn, row, prepared)
+                deciding = [(row, prepared) for _item, row, prepared in ready
+                            if prepared is not None and states[row.id] in _UNDECIDED]
+                self._look_ahead(conn, deciding)
+                for row, prepared in deciding:
+                    self._decide_one(conn, row, prepared)
                 decided, pending = self.store.get_heads(conn, ids), self.store.pending_answers(conn, ids)
         except Exception as exc:
             if len(ready) == 1:
@@ -332,6 +334,16 @@ class Pipeline:
             return
         items = [item for item, _row, _prepared in ready]
         self._guarded(items, lambda: self._follow_through(items, [decided[i] for i in ids], pending))
+
+    def _look_ahead(self, conn: Connection, deciding: list[tuple[Any, Prepared | Refused | DxpResponse]]) -> None:
+        """What _accept will look up for the batch, read together: each message id's first sender, each version
+        and each conversation."""
+        accepting = [(row.partner, prepared.message) for row, prepared in deciding
+                     if isinstance(prepared, Prepared) and not isinstance(prepared.message, Receipt)]
+        keyed = [(message, key) for _sender, message in accepting if (key := message.business_key()) is not None]
+        self.store.look_ahead(conn, seen=[(sender, message.message_id) for sender, message in accepting],
+                              versions=[(message.message_type, key, _version(message)) for message, key in keyed],
+                              conversations_=[(message.family, key) for message, key in keyed])
 
     def _decide_one(self, conn: Connection, row: Any, prepared: Prepared | Refused | DxpResponse) -> None:
         if not isinstance(prepared, DxpResponse) and prepared.taken is not None:

@@ -36,9 +36,11 @@ from sqlalchemy import (
     insert,
     select,
     text,
+    tuple_,
     update,
 )
 from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.sql import Delete, Update
 
 metadata = MetaData()
 
@@ -196,6 +198,11 @@ cursors = Table(
 
 _WRITE = "hub_write"
 _EVENTS = "hub_events"  # a write transaction's events, inserted when it ends
+# A write transaction's new messages, seen ids and versions and conversations, held back and inserted together,
+# by statement (one round trip each, not one per row): before the transaction reads or inserts anything else,
+# and when it ends. Updates and deletes do not wait for them: none touches a row not yet read or inserted.
+_HELD = "hub_held"
+_KNOWN = "hub_known"  # what a batch of decisions will look up, read ahead in one statement per table
 
 # Statements built once: the hot path passes only parameters. Building them per call (`.values(**kw)`) spent
 # most of the hub's time in SQLAlchemy's statement coercion and cache-key generation (measured).
@@ -272,18 +279,31 @@ def advisory_key(name: str) -> int:
 _SERIAL_WRITES = text("SELECT pg_advisory_xact_lock(:key)").bindparams(key=advisory_key("hub writes"))
 
 
+def _inserting_held_rows_first(engine: Engine) -> Engine:
+    @event.listens_for(engine, "before_execute")
+    def _insert_held(conn: Connection, clause: Any, *_args: Any) -> None:
+        if conn.info.get(_HELD) and not isinstance(clause, Update | Delete):
+            Store.insert_held(conn)
+
+    return engine
+
+
 def make_engine(url: str, connections: int = 5) -> Engine:
     """`connections`: how many threads use the store at once; each holds at most one connection at a time."""
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
+        return _inserting_held_rows_first(
+            create_engine(url, pool_size=connections, max_overflow=connections, future=True)
+        )
         # A worker never waits for a pooled connection; pre-ping replaces connections a server restart broke.
         # No ping before each checkout (a round trip, a quarter of the end-to-end throughput here): after a server
         # restart the first use of each stale connection fails, SQLAlchemy discards the pool, and the step that
         # met it is retried under the retry policy like any other passing failure.
-        return create_engine(url, pool_size=connections, max_overflow=connections, future=True)
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, future=True, connect_args={"check_same_thread": False, "timeout": 30})
+    engine = _inserting_held_rows_first(
+        create_engine(url, future=True, connect_args={"check_same_thread": False, "timeout": 30})
+    )
 
     @event.listens_for(engine, "connect")
     def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -340,12 +360,15 @@ class Store:
             if serial and not self.is_sqlite:
                 conn.execute(_SERIAL_WRITES)
             events = conn.info[_EVENTS] = []
+            conn.info[_HELD] = {}
             try:
                 yield conn
+                Store.insert_held(conn)
                 if events:
                     conn.execute(_INSERT_EVENT, events)
             finally:
-                del conn.info[_EVENTS]
+                del conn.info[_EVENTS], conn.info[_HELD]
+                conn.info.pop(_KNOWN, None)
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
@@ -362,12 +385,64 @@ class Store:
     # -- messages and their history -------------------------------------------------------------------
 
     @staticmethod
+    def insert_held(conn: Connection) -> None:
+        """Insert the rows held back (see _HELD), one statement for each statement and set of columns."""
+        held = conn.info.get(_HELD)
+        if held:
+            conn.info[_HELD] = {}
+            for (statement, _columns), rows in held.items():
+                conn.execute(statement, rows)
+
+    @staticmethod
+    def _insert(conn: Connection, statement: Any, values: dict[str, Any]) -> None:
+        held = conn.info.get(_HELD)
+        if held is None:
+            conn.execute(statement, values)
+        else:
+            held.setdefault((statement, tuple(values)), []).append(values)
+
+    @staticmethod
+    def look_ahead(conn: Connection, seen: list[tuple[str, str]], versions: list[tuple[str, str, str]],
+                   conversations_: list[tuple[str, str]]) -> None:
+        """Read what a batch of decisions will look up (first_seen, first_version, conversation) in one statement
+        per table, in the write transaction that decides them; a key the batch then writes is read again."""
+        known: dict[tuple[str, ...], Any] = {}
+        for table, keys, columns, answer in (
+            ("seen", seen, (seen_messages.c.partner, seen_messages.c.message_id), seen_messages.c.first),
+            ("version", versions, (seen_versions.c.message_type, seen_versions.c.business_key,
+                                   seen_versions.c.version), seen_versions.c.first),
+            ("conversation", conversations_, (conversations.c.family, conversations.c.business_key), None),
+        ):
+            if not keys:
+                continue
+            known.update({(table, *key): None for key in keys})
+            found = select(*columns, *([answer] if answer is not None else conversations.c)).where(
+                tuple_(*columns).in_(sorted(set(keys))))
+            for row in conn.execute(found):
+                key = tuple(row[:len(columns)])
+                known[(table, *key)] = row[len(columns)] if answer is not None else row
+        conn.info[_KNOWN] = known
+
+    @staticmethod
+    def _looked_up(conn: Connection, key: tuple[str, ...]) -> tuple[bool, Any]:
+        known = conn.info.get(_KNOWN)
+        if known is None or key not in known:
+            return False, None
+        return True, known[key]
+
+    @staticmethod
+    def _written(conn: Connection, key: tuple[str, ...]) -> None:
+        known = conn.info.get(_KNOWN)
+        if known is not None:
+            known.pop(key, None)
+
+    @staticmethod
     def add_message(conn: Connection, *, event_detail: str = "", **values: Any) -> str:
         now = time.time()
         values.setdefault("id", new_id())
         values.setdefault("created_at", now)
         values.setdefault("updated_at", now)
-        conn.execute(_INSERT_MESSAGE, values)
+        Store._insert(conn, _INSERT_MESSAGE, values)
         Store.add_event(conn, values["id"], values["state"], event_detail)
         return str(values["id"])
 
@@ -443,22 +518,30 @@ class Store:
 
     @staticmethod
     def first_seen(conn: Connection, partner: str, message_id: str) -> str | None:
+        known, first = Store._looked_up(conn, ("seen", partner, message_id))
+        if known:
+            return str(first) if first else None
         row = conn.execute(_FIRST_SEEN, {"_partner": partner, "_message_id": message_id}).first()
         return row[0] if row else None
 
     @staticmethod
     def mark_seen(conn: Connection, partner: str, message_id: str, first: str) -> None:
-        conn.execute(_INSERT_SEEN, {"partner": partner, "message_id": message_id, "first": first})
+        Store._written(conn, ("seen", partner, message_id))
+        Store._insert(conn, _INSERT_SEEN, {"partner": partner, "message_id": message_id, "first": first})
 
     @staticmethod
     def first_version(conn: Connection, message_type: str, business_key: str, version: str) -> str | None:
+        known, first = Store._looked_up(conn, ("version", message_type, business_key, version))
+        if known:
+            return str(first) if first else None
         row = conn.execute(_FIRST_VERSION, {"_type": message_type, "_key": business_key, "_version": version}).first()
         return row[0] if row else None
 
     @staticmethod
     def mark_version(conn: Connection, message_type: str, business_key: str, version: str, first: str) -> None:
-        conn.execute(_INSERT_VERSION, {"message_type": message_type, "business_key": business_key,
-                                       "version": version, "first": first})
+        Store._written(conn, ("version", message_type, business_key, version))
+        Store._insert(conn, _INSERT_VERSION, {"message_type": message_type, "business_key": business_key,
+                                              "version": version, "first": first})
 
     @staticmethod
     def receipt_of(conn: Connection, message: str) -> Any:
@@ -528,6 +611,9 @@ class Store:
 
     @staticmethod
     def conversation(conn: Connection, family: str, business_key: str) -> Any:
+        known, found = Store._looked_up(conn, ("conversation", family, business_key))
+        if known:
+            return found
         return conn.execute(_CONVERSATION, {"_family": family, "_key": business_key}).one_or_none()
 
     @staticmethod
@@ -536,10 +622,11 @@ class Store:
     ) -> None:
         """`opens`: the conversation is new (its key was looked up in this transaction and not found)."""
         now = time.time()
+        Store._written(conn, ("conversation", family, business_key))
         if opens:
-            conn.execute(_INSERT_CONVERSATION, {"family": family, "business_key": business_key,
-                                                "enterprise": enterprise, "state": state, "created_at": now,
-                                                "updated_at": now})
+            Store._insert(conn, _INSERT_CONVERSATION, {"family": family, "business_key": business_key,
+                                                       "enterprise": enterprise, "state": state, "created_at": now,
+                                                       "updated_at": now})
         else:
             conn.execute(_UPDATE_CONVERSATION, {"_family": family, "_key": business_key, "state": state,
                                                 "updated_at": now})

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -26,6 +27,7 @@ from hub.store import Store, work
 from tests import test_bad_input, test_operations, test_underwriting_flow
 from tests.conftest import BACKENDS, REPO, Exchange, backend_environ, hub_environ, wait_for
 from tests.test_hub_process import HubProcess, _pending_policy, drop_pending_policies
+from tests.test_idempotency import APPLICATION, PENDING, PENDING_ID, _xml
 from tests.test_operations import bring_back, parked, take_down
 
 
@@ -115,6 +117,57 @@ def test_copies_of_one_message_taken_at_once_are_accepted_once(hub_config: HubCo
         assert hub.status_reader.status()["queue"]["parked"] == 0
     finally:
         hub.stop()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_one_batch_decides_each_message_as_if_it_came_alone(
+    backend: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A worker decides its batch in one transaction, the lookups read ahead and the inserts held back; each
+    message must still see what the batch's earlier messages did. One batch of five: a pending policy, its exact
+    copy, the same version under a new id, another pending policy, and the platform's application in the first
+    one's conversation."""
+    caplog.set_level(logging.INFO, logger="hub.pipeline")
+    exchange = Exchange(tmp_path / "exchange")
+    again_id = "6F1C2A4E-3B7D-4E21-9A55-0C8E7D1B2A71"
+    other_id, other = _pending_policy(7)
+    with backend_environ(backend) as env:
+        hub = Hub(load_config(DEFAULT_CONFIG, environ=hub_environ(tmp_path, **env)))
+        try:
+            exchange.drop_fixture(PENDING)
+            exchange.drop("insurer", "insurer-pending-policy-copy.xml", PENDING.read_bytes())
+            exchange.drop("insurer", "insurer-pending-policy-again.xml", _xml(PENDING, guid=again_id))
+            exchange.drop("insurer", "insurer-pending-policy-other.xml", other)
+            hub.pipeline.take_in(hub.channels["insurer"].poll())
+            exchange.drop_fixture(APPLICATION)
+            hub.pipeline.take_in(hub.channels["platform"].poll())
+            batch = hub.queue.claim("test", hub.config.queue.batch)
+            assert [item.kind for item in batch] == ["process"] * 5
+            hub.pipeline.handle(batch)
+            [accepted] = [r for r in exchange.receipts("insurer")
+                          if r["refMessageId"] == PENDING_ID and r["returnStatus"] == 120]
+            original_receipt = exchange.folder("insurer", "out") / f"Receipt_{accepted['messageId']}.xml"
+            original_receipt.unlink()
+            [resend] = hub.queue.claim("test", hub.config.queue.batch)  # the copy's sender gets the receipt again
+            hub.pipeline.handle([resend])
+            status = hub.status_reader.status()
+        finally:
+            hub.stop()
+
+    answers = {(r["refMessageId"], r["returnStatus"], r["errors"][0]["code"] if r["errors"] else "")
+               for r in exchange.receipts("insurer")}
+    assert answers == {(PENDING_ID, 120, ""), (PENDING_ID, 100, "DUPLICATE_MESSAGE"), (again_id, 120, ""),
+                       (other_id, 120, "")}
+    assert original_receipt.exists()
+    assert f"repeats message {PENDING_ID}" in exchange.receipt_for("insurer", again_id)["returnInfo"]
+    forwarded = [json.loads(p.read_bytes())["messageId"] for p in exchange.files("platform", "out", "PendingPolicy_*")]
+    assert sorted(forwarded) == sorted([PENDING_ID, other_id])
+    assert len(exchange.files("insurer", "out", "InsuranceApplication_*")) == 1
+    assert exchange.receipts("platform")[0]["returnStatus"] == 120
+    assert status["conversations"]["underwriting"]["applied"] == 1
+    assert sum(status["conversations"]["underwriting"].values()) == 2
+    assert status["queue"]["parked"] == 0 and status["queue"]["ready"] == 0
+    assert "deciding each on its own" not in caplog.text, "the batch was decided in one transaction"
 
 
 @pytest.mark.slow
