@@ -211,7 +211,8 @@ class Pipeline:
             return
         with self.store.begin() as conn:
             if recovered:
-                taken = [(each, raw) for each, raw in taken if not self.store.message_exists(conn, each.hub_id)]
+                stored = self.store.stored(conn, [each.hub_id for each, _raw in taken])
+                taken = [(each, raw) for each, raw in taken if each.hub_id not in stored]
             if taken:
                 self.store.add_inputs(
                     conn, [{"id": each.hub_id, "direction": "in", "partner": each.partner, "state": RECEIVED,

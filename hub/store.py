@@ -219,7 +219,7 @@ _PENDING_ANSWERS = (
 )
 _GET_HEADS = select(*(c for c in messages.c if c.name not in ("raw", "canonical"))).where(_AMONG)
 _GET_STATES = select(messages.c.id, messages.c.state).where(_AMONG)
-_MESSAGE_EXISTS = select(messages.c.id).where(messages.c.id == bindparam("_id"))
+_STORED = select(messages.c.id).where(_AMONG)
 _INSERT_SEEN = insert(seen_messages)
 _FIRST_SEEN = select(seen_messages.c.first).where(
     seen_messages.c.partner == bindparam("_partner"), seen_messages.c.message_id == bindparam("_message_id")
@@ -394,7 +394,7 @@ class Store:
                 conn.execute(statement, rows)
 
     @staticmethod
-    def _insert(conn: Connection, statement: Any, values: dict[str, Any]) -> None:
+    def _hold(conn: Connection, statement: Any, values: dict[str, Any]) -> None:
         held = conn.info.get(_HELD)
         if held is None:
             conn.execute(statement, values)
@@ -442,7 +442,7 @@ class Store:
         values.setdefault("id", new_id())
         values.setdefault("created_at", now)
         values.setdefault("updated_at", now)
-        Store._insert(conn, _INSERT_MESSAGE, values)
+        Store._hold(conn, _INSERT_MESSAGE, values)
         Store.add_event(conn, values["id"], values["state"], event_detail)
         return str(values["id"])
 
@@ -507,8 +507,9 @@ class Store:
         return list(conn.execute(_PENDING_ANSWERS, {"_ids": ids}))
 
     @staticmethod
-    def message_exists(conn: Connection, message: str) -> bool:
-        return conn.execute(_MESSAGE_EXISTS, {"_id": message}).first() is not None
+    def stored(conn: Connection, ids: list[str]) -> set[str]:
+        """Which of these messages the store has."""
+        return set(conn.execute(_STORED, {"_ids": ids}).scalars())
 
     @staticmethod
     def history(conn: Connection, message: str) -> list[Any]:
@@ -527,7 +528,7 @@ class Store:
     @staticmethod
     def mark_seen(conn: Connection, partner: str, message_id: str, first: str) -> None:
         Store._written(conn, ("seen", partner, message_id))
-        Store._insert(conn, _INSERT_SEEN, {"partner": partner, "message_id": message_id, "first": first})
+        Store._hold(conn, _INSERT_SEEN, {"partner": partner, "message_id": message_id, "first": first})
 
     @staticmethod
     def first_version(conn: Connection, message_type: str, business_key: str, version: str) -> str | None:
@@ -540,7 +541,7 @@ class Store:
     @staticmethod
     def mark_version(conn: Connection, message_type: str, business_key: str, version: str, first: str) -> None:
         Store._written(conn, ("version", message_type, business_key, version))
-        Store._insert(conn, _INSERT_VERSION, {"message_type": message_type, "business_key": business_key,
+        Store._hold(conn, _INSERT_VERSION, {"message_type": message_type, "business_key": business_key,
                                               "version": version, "first": first})
 
     @staticmethod
@@ -624,7 +625,7 @@ class Store:
         now = time.time()
         Store._written(conn, ("conversation", family, business_key))
         if opens:
-            Store._insert(conn, _INSERT_CONVERSATION, {"family": family, "business_key": business_key,
+            Store._hold(conn, _INSERT_CONVERSATION, {"family": family, "business_key": business_key,
                                                        "enterprise": enterprise, "state": state, "created_at": now,
                                                        "updated_at": now})
         else:
