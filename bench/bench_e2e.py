@@ -1,7 +1,10 @@
 """End to end: the running hub's sustained throughput and latency per backend, against the bare floor
 
-The hub runs as its own process (`python run_hub.py`, 2 workers, the default config with overrides) on a
-temporary folder under var/; this process plays the partners through the drop folders. The mix: seven
+The hub runs as its own process (`python run_hub.py`, the default config with overrides) on a temporary folder
+under var/, with 2 workers: on the embedded default, 2 worker threads of one process (SQLite has one writer
+at a time whatever the processes); on the PostgreSQL backends, 2 hub processes of one worker each, the way
+they scale out (one process's threads share one core, under Python's global lock). This process plays the
+partners through the drop folders. The mix: seven
 message types that each open a conversation, so any number can flow (insurer → platform: PendingPolicy,
 RiskArticle; platform → insurer, signed by the hub with a software RSA-2048 key (rsa-sha256):
 InsuranceInquiry, AgreementSignRequest, TradeRegistration in both modes; platform → customs, signed the same
@@ -72,10 +75,16 @@ TARGET_SHARE = 0.5  # of the bare floor
 
 @dataclass(frozen=True)
 class Backend:
-    """A backend is a set of config overrides (HUB_SECTION__KEY), made ready by `setup` for one run."""
+    """A backend is a set of config overrides (HUB_SECTION__KEY), made ready by `setup` for one run, and how
+    its 2 workers run: threads of one hub process, or hub processes of one worker each."""
 
     name: str
     setup: Callable[[], AbstractContextManager[dict[str, str]]]
+    processes: int = 1
+
+    @property
+    def workers(self) -> str:
+        return "2 workers" if self.processes == 1 else f"{self.processes} hub processes of 1 worker"
 
 
 @contextmanager
@@ -116,8 +125,8 @@ def _rabbitmq_on_postgres() -> Iterator[dict[str, str]]:
 
 BACKENDS = (
     Backend("embedded (SQLite store and DB queue)", lambda: nullcontext({})),
-    Backend("PostgreSQL store and DB queue", _fresh_postgres),
-    Backend("RabbitMQ + PostgreSQL", _rabbitmq_on_postgres),
+    Backend("PostgreSQL store and DB queue", _fresh_postgres, processes=2),
+    Backend("RabbitMQ + PostgreSQL", _rabbitmq_on_postgres, processes=2),
 )
 
 
@@ -194,6 +203,14 @@ def bare_floor(config: HubConfig, mix: list[Message]) -> float:
         signers.close()
 
 
+def _healthy(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as answer:
+            return bool(answer.status == 200)
+    except OSError:
+        return False
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -201,42 +218,48 @@ def _free_port() -> int:
 
 
 class RunningHub:
-    """`python run_hub.py` on a temporary folder, and the partners' side of its drop folders."""
+    """`python run_hub.py` (one process or several on one store) on a temporary folder, and the partners' side
+    of its drop folders."""
 
-    def __init__(self, root: Path, overrides: dict[str, str]) -> None:
+    def __init__(self, root: Path, overrides: dict[str, str], processes: int = 1) -> None:
         self.root = root
-        self.port = _free_port()
-        self.env = {**os.environ, **hub_environ(root, self.port), **overrides}
+        self.ports = [_free_port() for _ in range(processes)]
+        self.env = {**os.environ, **hub_environ(root, self.ports[0]), **overrides}
+        if processes > 1:
+            self.env["HUB_QUEUE__WORKERS"] = "1"
         self.exchange = root / "exchange"
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.procs: list[subprocess.Popen[bytes]] = []
         self.dropped = 0
 
     def __enter__(self) -> RunningHub:
-        with open(self.root / "hub.log", "ab") as log:
-            self.proc = subprocess.Popen([sys.executable, str(ROOT / "run_hub.py")], cwd=self.root, env=self.env,
-                                         stdout=log, stderr=log)
+        for n, port in enumerate(self.ports):
+            with open(self.root / f"hub-{n + 1}.log", "ab") as log:
+                self.procs.append(subprocess.Popen(
+                    [sys.executable, str(ROOT / "run_hub.py")], cwd=self.root,
+                    env={**self.env, "HUB_STATUS__PORT": str(port)}, stdout=log, stderr=log,
+                ))
         deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=2) as answer:
-                    if answer.status == 200:
-                        return self
-            except OSError:
-                pass
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the hub did not start: {(self.root / 'hub.log').read_text()[-2000:]}")
-            time.sleep(0.1)
+        for n, (port, proc) in enumerate(zip(self.ports, self.procs, strict=True)):
+            while not _healthy(port):
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    self.__exit__()  # the others must not run on
+                    raise RuntimeError(f"the hub did not start: {(self.root / f'hub-{n + 1}.log').read_text()[-2000:]}")
+                time.sleep(0.1)
+        return self
 
     def __exit__(self, *_exc: object) -> None:
-        assert self.proc is not None
-        self.proc.terminate()
-        self.proc.wait(timeout=30)
+        for proc in self.procs:
+            proc.terminate()
+        for proc in self.procs:
+            proc.wait(timeout=30)
 
     def cpu_seconds(self) -> float:
-        """User + system time the hub process has spent."""
-        assert self.proc is not None
-        fields = (Path("/proc") / str(self.proc.pid) / "stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        """User + system time the hub processes have spent."""
+        total = 0
+        for proc in self.procs:
+            fields = (Path("/proc") / str(proc.pid) / "stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        return total / os.sysconf("SC_CLK_TCK")
 
     def drop(self, message: Message) -> float:
         inbox = self.exchange / message.sender / "in"
@@ -270,7 +293,7 @@ class RunningHub:
         while self.count() < 2 * self.dropped:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"after {timeout} s: {self.count()} of {2 * self.dropped} files delivered; "
-                                   f"see {self.root / 'hub.log'}")
+                                   f"see the hub-N.log files in {self.root}")
             time.sleep(0.05)
         found = self.delivered()
         missing = {m.message_id for m in messages} - set(found)
@@ -302,7 +325,7 @@ def verdict(met: bool) -> str:
 def measure(backend: Backend, mix: Mix, floor: float) -> list[Result]:
     VAR.mkdir(exist_ok=True)
     with (backend.setup() as overrides, tempfile.TemporaryDirectory(prefix="bench-", dir=VAR) as tmp,
-          RunningHub(Path(tmp), overrides) as hub):
+          RunningHub(Path(tmp), overrides, backend.processes) as hub):
         for partner in PARTNERS:
             (hub.exchange / partner / "out").mkdir(parents=True, exist_ok=True)
         backlog = mix.take(BACKLOG)
@@ -317,11 +340,11 @@ def measure(backend: Backend, mix: Mix, floor: float) -> list[Result]:
     share = throughput / floor
     results = [
         Result(f"**{backend.name}: throughput (target ≥ {TARGET_RATE}/s)**", throughput, "messages/s",
-               f"{verdict(throughput >= TARGET_RATE)}; a backlog of {BACKLOG}, 2 workers"),
+               f"{verdict(throughput >= TARGET_RATE)}; a backlog of {BACKLOG}, {backend.workers}"),
         Result(f"{backend.name}: share of the bare floor (target ≥ {TARGET_SHARE:.0%})", share * 100, "%",
                f"{verdict(share >= TARGET_SHARE)}; {throughput:,.0f} / {floor:,.0f} messages/s"),
         Result(f"{backend.name}: hub CPU per message", cpu * 1e6, "µs",
-               f"user + system time of the hub process over the backlog; the floor spends {1e6 / floor:,.0f} µs"),
+               f"user + system time of the hub's processes over the backlog; the floor spends {1e6 / floor:,.0f} µs"),
     ]
     for rate, found in latencies.items():
         target = f" (target < {TARGET_P99_MS} ms)" if rate == STEADY_RATE else ""
