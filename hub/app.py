@@ -234,6 +234,7 @@ class Hub:
 
     def stop(self) -> None:
         self._stop.set()
+        self.queue.notify()  # idle workers see the stop now
         self.jobs.stop()  # its jobs use the store and the signers: before they close
         for thread in self._threads:
             thread.join(timeout=10)
@@ -307,7 +308,7 @@ class Hub:
                 self._stop.wait(1.0)
                 continue
             if not items:
-                self._stop.wait(self.queue.idle_wait)
+                self.queue.idle()
                 continue
             try:
                 self.pipeline.handle(items)

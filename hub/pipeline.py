@@ -209,7 +209,9 @@ class Pipeline:
                 continue  # a worker settled it since it was listed, so it was stored
         if not taken:
             return
-        with self.store.begin() as conn:
+        # A fresh poll's hub ids are new: nothing to check, so no need to wait for the decisions' lock (on
+        # PostgreSQL a batch's decisions hold it for tens of milliseconds). Recovery checks, then writes.
+        with self.store.begin(serial=recovered) as conn:
             if recovered:
                 stored = self.store.stored(conn, [each.hub_id for each, _raw in taken])
                 taken = [(each, raw) for each, raw in taken if each.hub_id not in stored]
@@ -220,6 +222,7 @@ class Pipeline:
                     [f"{each.partner}/in/{each.name}, {each.size} bytes" for each, _raw in taken],
                 )
                 self.queue.enqueue(conn, "process", *(each.hub_id for each, _raw in taken))
+        self.queue.notify()
         for each, _raw in taken:
             log.info("received %s/in/%s as %s (%d bytes)", each.partner, each.name, each.hub_id, each.size)
 

@@ -166,7 +166,6 @@ class RabbitWorkQueue(DbWorkQueue):
     def __init__(self, store: Store, config: HubConfig) -> None:
         queue = config.queue
         super().__init__(store, queue.lease_seconds, queue.poll_seconds)
-        self.idle_wait = 0.0  # claim() itself waits up to poll_seconds for a delivery
         self.url = queue.url
         self.poll_seconds = queue.poll_seconds
         self.prefetch = queue.prefetch
@@ -210,6 +209,9 @@ class RabbitWorkQueue(DbWorkQueue):
         super().release(items)
         for item in items:
             self._ack(item.delivery)
+
+    def idle(self) -> None:
+        """No pause: claim() itself waits up to poll_seconds for a delivery."""
 
     def done(self, item: WorkItem) -> None:
         self._ack(item.delivery)
@@ -294,8 +296,9 @@ class RabbitWorkQueue(DbWorkQueue):
                 stop.wait(backoff)
                 backoff = min(backoff * 2 + 0.1, MAX_BACKOFF_SECONDS)
                 continue
-            if sent < RELAY_BATCH:
-                stop.wait(self.poll_seconds)
+            if sent < RELAY_BATCH:  # woken early by work committed in this process (notify)
+                self._arrived.wait(self.poll_seconds)
+                self._arrived.clear()
         _close(conn)
 
     # -- parking: what the broker gave up on ---------------------------------------------------------

@@ -44,7 +44,11 @@ WAITING = ("ready", "queued")
 class WorkQueue(Protocol):
     """What the pipeline and the worker loop need from a work queue, whichever carries the work."""
 
-    idle_wait: float  # how long a worker pauses after claim() found nothing
+    def notify(self) -> None:
+        """Work was just committed in this process: idle workers look now rather than after their pause."""
+
+    def idle(self) -> None:
+        """A worker's pause after claim() found nothing: until notify(), or briefly."""
 
     def enqueue(self, conn: Connection, kind: str, *messages: str, delay: float = 0.0) -> None:
         """Schedule a step for each message, in the caller's transaction."""
@@ -127,6 +131,7 @@ class DbWorkQueue:
         self.store = store
         self.lease_seconds = lease_seconds
         self.idle_wait = poll_seconds
+        self._arrived = Event()
         self._next_reap = 0.0
         # SQLite has no row locks (BEGIN IMMEDIATE serialises claims); PostgreSQL skips rows others hold.
         self._next_ready = _NEXT_READY if store.is_sqlite else _NEXT_READY.with_for_update(skip_locked=True)
@@ -136,6 +141,14 @@ class DbWorkQueue:
         now = time.time()
         conn.execute(_ENQUEUE, [{"kind": kind, "message": message, "state": "ready", "attempts": 0,
                                  "available_at": now + delay, "created_at": now} for message in messages])
+
+    def notify(self) -> None:
+        self._arrived.set()
+
+    def idle(self) -> None:
+        # Cleared after the wait, then the worker claims: work committed in between is claimed, not missed.
+        self._arrived.wait(self.idle_wait)
+        self._arrived.clear()
 
     def claim(self, owner: str, limit: int = 1) -> list[WorkItem]:
         now = time.time()
