@@ -266,8 +266,9 @@ class Pipeline:
         retry = self.route_retry.get((row.message_type, row.direction, row.partner), self.retry)
         delay = retry.delay_after(item.attempts) if err.disposition is Disposition.RETRY else None
         if delay is not None:
-            self.queue.retry_later(item, delay, str(err))
-            with self.store.begin() as conn:
+            # One transaction, no wait for the decisions' lock: the history's time is when the retry was set.
+            with self.store.begin(serial=False) as conn:
+                self.queue.retry_later(conn, item, delay, str(err))
                 self.store.add_event(
                     conn, item.message, RETRY_EVENT,
                     f"{item.kind} attempt {item.attempts} failed: {err}; next in {delay:.2f} s",

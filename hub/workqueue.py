@@ -63,7 +63,8 @@ class WorkQueue(Protocol):
     def release(self, items: Sequence[WorkItem]) -> None:
         """Claimed but not started: back to the queue as they were, no attempt spent."""
 
-    def retry_later(self, item: WorkItem, delay: float, error: str) -> None: ...
+    def retry_later(self, conn: Connection, item: WorkItem, delay: float, error: str) -> None:
+        """Back to the queue, due `delay` seconds from now, in the caller's transaction."""
 
     def park(self, conn: Connection, item: WorkItem, error: str) -> None: ...
 
@@ -180,10 +181,10 @@ class DbWorkQueue:
             with self.store.begin(serial=False) as conn:
                 conn.execute(_UNCLAIM, {"_ids": [i.id for i in items], "_owner": items[0].owner})
 
-    def retry_later(self, item: WorkItem, delay: float, error: str) -> None:
-        with self.store.begin() as conn:
-            conn.execute(_RELEASE, {"_id": item.id, "_owner": item.owner, "state": "ready", "lease_owner": None,
-                                    "lease_until": None, "available_at": time.time() + delay, "last_error": error})
+    @staticmethod
+    def retry_later(conn: Connection, item: WorkItem, delay: float, error: str) -> None:
+        conn.execute(_RELEASE, {"_id": item.id, "_owner": item.owner, "state": "ready", "lease_owner": None,
+                                "lease_until": None, "available_at": time.time() + delay, "last_error": error})
 
     def park(self, conn: Connection, item: WorkItem, error: str) -> None:
         conn.execute(_RELEASE, {"_id": item.id, "_owner": item.owner, "state": "parked", "lease_owner": None,
