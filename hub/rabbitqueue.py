@@ -187,7 +187,12 @@ class RabbitWorkQueue(DbWorkQueue):
             raise
         if not deliveries:
             return []
-        by_id = {int(d.body): d for d in deliveries}
+        by_id: dict[int, Any] = {}
+        for delivery in deliveries:
+            if int(delivery.body) in by_id:  # the relay published the row twice: one copy stands for both
+                self._ack(delivery)
+            else:
+                by_id[int(delivery.body)] = delivery
         now = time.time()
         try:
             with self.store.begin(serial=False) as conn:
@@ -197,7 +202,7 @@ class RabbitWorkQueue(DbWorkQueue):
                 if unclaimed:
                     conn.execute(_EARLY, {"_ids": unclaimed, "_now": now})
         except Exception:
-            consumer.pending.extendleft(reversed(deliveries))
+            consumer.pending.extendleft(reversed(by_id.values()))
             raise
         for item_id in unclaimed:
             self._ack(by_id[item_id])
