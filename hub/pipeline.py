@@ -289,7 +289,7 @@ class Pipeline:
                 )
         log.error("parked %s of %s: %s", item.kind, item.message, err)
 
-    # -- process: decide on one inbound message --------------------------------------------------------
+    # -- process: decide on inbound messages, a batch at a time ---------------------------------------
 
     def _process(self, items: list[WorkItem]) -> None:
         """Decide on inbound messages: each prepared (the slow part: verify, decode, map, sign) before the write

@@ -542,7 +542,7 @@ class Store:
     def mark_version(conn: Connection, message_type: str, business_key: str, version: str, first: str) -> None:
         Store._written(conn, ("version", message_type, business_key, version))
         Store._hold(conn, _INSERT_VERSION, {"message_type": message_type, "business_key": business_key,
-                                              "version": version, "first": first})
+                                            "version": version, "first": first})
 
     @staticmethod
     def receipt_of(conn: Connection, message: str) -> Any:
@@ -626,8 +626,8 @@ class Store:
         Store._written(conn, ("conversation", family, business_key))
         if opens:
             Store._hold(conn, _INSERT_CONVERSATION, {"family": family, "business_key": business_key,
-                                                       "enterprise": enterprise, "state": state, "created_at": now,
-                                                       "updated_at": now})
+                                                     "enterprise": enterprise, "state": state, "created_at": now,
+                                                     "updated_at": now})
         else:
             conn.execute(_UPDATE_CONVERSATION, {"_family": family, "_key": business_key, "state": state,
                                                 "updated_at": now})
