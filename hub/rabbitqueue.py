@@ -28,7 +28,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from threading import Event
 from typing import Any
 
@@ -160,8 +160,9 @@ class QueueConsumer:
 
 
 class RabbitWorkQueue(DbWorkQueue):
-    """Enqueue, complete, retry_later, park, depth and run_now are the DB queue's: they change only rows, and
-    the relay carries ready rows to the broker. Claims come from RabbitMQ deliveries instead of table scans."""
+    """Enqueue, complete, release, retry_later, park, depth and run_now are the DB queue's: they change only
+    rows, and the relay carries ready rows to the broker (a delivery is acked by done(), whatever became of
+    it). Claims come from RabbitMQ deliveries instead of table scans."""
 
     def __init__(self, store: Store, config: HubConfig) -> None:
         queue = config.queue
@@ -208,12 +209,6 @@ class RabbitWorkQueue(DbWorkQueue):
             self._ack(by_id[item_id])
         return [WorkItem(row.id, row.kind, row.message, row.attempts, owner, by_id[row.id])
                 for row in sorted(rows, key=lambda r: r.id)]
-
-    def release(self, items: Sequence[WorkItem]) -> None:
-        """Back to "ready" (the relay publishes them again), then acked."""
-        super().release(items)
-        for item in items:
-            self._ack(item.delivery)
 
     def idle(self) -> None:
         """No pause: claim() itself waits up to poll_seconds for a delivery."""

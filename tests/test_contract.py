@@ -24,6 +24,7 @@ from hub.config import DEFAULT_CONFIG, HubConfig, load_config
 from hub.operations import Operations
 from hub.rabbitqueue import QueueConsumer, RabbitWorkQueue
 from hub.store import Store, work
+from hub.workqueue import WorkItem
 from tests import test_bad_input, test_operations, test_underwriting_flow
 from tests.conftest import BACKENDS, REPO, Exchange, backend_environ, hub_environ, wait_for
 from tests.test_hub_process import HubProcess, _pending_policy, drop_pending_policies
@@ -252,6 +253,39 @@ def test_rabbitmq_parks_work_its_workers_never_acknowledge_and_replay_brings_it_
             for thread in loops:
                 thread.join(timeout=10)
             store.close()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_work_given_back_unstarted_runs_again_without_an_attempt_spent(backend: str, tmp_path: Path) -> None:
+    """A worker whose batch outlasts a third of its lease (a slow card) gives the unstarted rest back: the next
+    claim takes them with the attempt count they had, and the worker finishing its batch (done) still works."""
+    with backend_environ(backend) as env:
+        hub = Hub(load_config(DEFAULT_CONFIG, environ=hub_environ(tmp_path, **env)))
+        stop = Event()
+        loops = [Thread(target=loop, args=(stop,), daemon=True) for _name, loop in hub.queue.loops()]
+        for thread in loops:
+            thread.start()
+        try:
+            with hub.store.begin() as conn:
+                ids = [hub.store.add_message(conn, direction="in", partner="insurer", state="received", size=1,
+                                             raw=b"x") for _ in range(3)]
+                hub.queue.enqueue(conn, "process", *ids)
+            hub.queue.notify()
+            claimed: list[WorkItem] = []
+            wait_for(lambda: claimed.extend(hub.queue.claim("worker-1", 3)) or len(claimed) == 3, 10, "3 claimed")
+            assert [item.attempts for item in claimed] == [1, 1, 1]
+            hub.queue.release(claimed[1:])
+            for item in claimed:
+                hub.queue.done(item)
+            again: list[WorkItem] = []
+            wait_for(lambda: again.extend(hub.queue.claim("worker-2", 3)) or len(again) == 2, 10, "2 claimed again")
+            assert sorted(item.message for item in again) == sorted(item.message for item in claimed[1:])
+            assert [item.attempts for item in again] == [1, 1], "giving back spends no attempt"
+        finally:
+            stop.set()
+            for thread in loops:
+                thread.join(timeout=10)
+            hub.stop()
 
 
 def _work_states(store: Store) -> list[str]:
