@@ -80,7 +80,6 @@ class WorkQueue(Protocol):
         ...
 
 
-_HELD = and_(work.c.id == bindparam("_id"), work.c.state == "leased", work.c.lease_owner == bindparam("_owner"))
 # Statements built once; the hot path passes only parameters.
 _ENQUEUE = insert(work)
 _NEXT_READY = (
@@ -101,11 +100,11 @@ _REAP = (
     .values(state="ready", lease_owner=None, lease_until=None)
 )
 
-_HELD_ALL = and_(_IDS, work.c.state == "leased", work.c.lease_owner == bindparam("_owner"))
-_COMPLETE = delete(work).where(_HELD_ALL)
+_HELD = and_(_IDS, work.c.state == "leased", work.c.lease_owner == bindparam("_owner"))  # still this worker's
+_COMPLETE = delete(work).where(_HELD)
 _RELEASE = update(work).where(_HELD)
 _UNCLAIM = (
-    update(work).where(_HELD_ALL)
+    update(work).where(_HELD)
     .values(state="ready", lease_owner=None, lease_until=None, attempts=work.c.attempts - 1)
 )
 
@@ -183,11 +182,11 @@ class DbWorkQueue:
 
     @staticmethod
     def retry_later(conn: Connection, item: WorkItem, delay: float, error: str) -> None:
-        conn.execute(_RELEASE, {"_id": item.id, "_owner": item.owner, "state": "ready", "lease_owner": None,
+        conn.execute(_RELEASE, {"_ids": [item.id], "_owner": item.owner, "state": "ready", "lease_owner": None,
                                 "lease_until": None, "available_at": time.time() + delay, "last_error": error})
 
     def park(self, conn: Connection, item: WorkItem, error: str) -> None:
-        conn.execute(_RELEASE, {"_id": item.id, "_owner": item.owner, "state": "parked", "lease_owner": None,
+        conn.execute(_RELEASE, {"_ids": [item.id], "_owner": item.owner, "state": "parked", "lease_owner": None,
                                 "lease_until": None, "last_error": error})
 
     def done(self, item: WorkItem) -> None:
