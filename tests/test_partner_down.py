@@ -61,7 +61,11 @@ def test_a_partner_down_3_minutes_gets_its_messages_in_retry_order_none_parked(
 ) -> None:
     take_down(exchange, "platform")
     down_at = time.time()
-    ids = drop_pending_policies(exchange, 6, every=0.4)  # one every 0.4 s while the platform is down
+    # One every 0.2 s while the platform is down. Those sent in its first half second have their 2-minute-tier
+    # attempt due about when it returns (jitter ±20 %): the ones due before go to the 10-minute tier and arrive
+    # last. With one message every 0.4 s, a loaded machine once pushed every such attempt past the return, and
+    # the schedule's order was the order sent.
+    ids = drop_pending_policies(exchange, 11, every=0.2)
     wait_for(lambda: time.time() - down_at >= 3.0, what="3 scaled minutes")
     bring_back(exchange, "platform")
 
