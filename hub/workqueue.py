@@ -139,8 +139,8 @@ class DbWorkQueue:
     @staticmethod
     def enqueue(conn: Connection, kind: str, *messages: str, delay: float = 0.0) -> None:
         now = time.time()
-        conn.execute(_ENQUEUE, [{"kind": kind, "message": message, "state": "ready", "attempts": 0,
-                                 "available_at": now + delay, "created_at": now} for message in messages])
+        Store.insert_rows(conn, _ENQUEUE, [{"kind": kind, "message": message, "state": "ready", "attempts": 0,
+                                            "available_at": now + delay, "created_at": now} for message in messages])
 
     def notify(self) -> None:
         self._arrived.set()
