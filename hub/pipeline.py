@@ -341,14 +341,15 @@ class Pipeline:
         self._guarded(items, lambda: self._follow_through(items, [decided[i] for i in ids], pending))
 
     def _look_ahead(self, conn: Connection, deciding: list[tuple[Any, Prepared | Refused | DxpResponse]]) -> None:
-        """What _accept will look up for the batch, read together: each message id's first sender, each version
-        and each conversation."""
+        """What _accept will look up for the batch, read together: each message id's first sender, each version,
+        each conversation and whether it awaits the sender's receipt."""
         accepting = [(row.partner, prepared.message) for row, prepared in deciding
                      if isinstance(prepared, Prepared) and not isinstance(prepared.message, Receipt)]
-        keyed = [(message, key) for _sender, message in accepting if (key := message.business_key()) is not None]
+        keyed = [(sender, message, key) for sender, message in accepting if (key := message.business_key()) is not None]
         self.store.look_ahead(conn, seen=[(sender, message.message_id) for sender, message in accepting],
-                              versions=[(message.message_type, key, _version(message)) for message, key in keyed],
-                              conversations_=[(message.family, key) for message, key in keyed])
+                              versions=[(message.message_type, key, _version(message)) for _s, message, key in keyed],
+                              conversations_=[(message.family, key) for _s, message, key in keyed],
+                              answers=[(sender, message.family, key) for sender, message, key in keyed])
 
     def _decide_one(self, conn: Connection, row: Any, prepared: Prepared | Refused | DxpResponse) -> None:
         if not isinstance(prepared, DxpResponse) and prepared.taken is not None:

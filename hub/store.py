@@ -245,6 +245,11 @@ _ANSWERED_IN_CONVERSATION = delete(awaited_receipts).where(
         )
     )
 )
+# Which of these (partner, family, business key) conversations await a receipt for something the hub sent there.
+_CONVERSATION_OF = (messages.c.partner, messages.c.family, messages.c.business_key)
+_AWAITED_IN = select(*_CONVERSATION_OF).distinct().where(
+    messages.c.id == awaited_receipts.c.message, messages.c.direction == "out"
+)
 _AWAITED = select(awaited_receipts).where(awaited_receipts.c.message == bindparam("_message"))
 _OVERDUE = (
     select(awaited_receipts.c.message, awaited_receipts.c.partner)
@@ -424,9 +429,10 @@ class Store:
 
     @staticmethod
     def look_ahead(conn: Connection, seen: list[tuple[str, str]], versions: list[tuple[str, str, str]],
-                   conversations_: list[tuple[str, str]]) -> None:
-        """Read what a batch of decisions will look up (first_seen, first_version, conversation) in one statement
-        per table, in the write transaction that decides them; a key the batch then writes is read again."""
+                   conversations_: list[tuple[str, str]], answers: list[tuple[str, str, str]]) -> None:
+        """Read what a batch of decisions will look up (first_seen, first_version, conversation, and whether a
+        conversation awaits a partner's receipt) in one statement per table, in the write transaction that decides
+        them; a key the batch then writes is read again. Decisions never add awaited receipts (deliveries do)."""
         known: dict[tuple[str, ...], Any] = {}
         for table, keys, columns, answer in (
             ("seen", seen, (seen_messages.c.partner, seen_messages.c.message_id), seen_messages.c.first),
@@ -442,6 +448,11 @@ class Store:
             for row in conn.execute(found):
                 key = tuple(row[:len(columns)])
                 known[(table, *key)] = row[len(columns)] if answer is not None else row
+        if answers:
+            known.update({("awaited", *key): False for key in answers})
+            for partner, family, business_key in conn.execute(
+                    _AWAITED_IN.where(tuple_(*_CONVERSATION_OF).in_(sorted(set(answers))))):
+                known[("awaited", partner, family, business_key)] = True
         conn.info[_KNOWN] = known
 
     @staticmethod
@@ -592,6 +603,9 @@ class Store:
     def answered_in_conversation(conn: Connection, partner: str, family: str, business_key: str) -> None:
         """The partner answered in this conversation: what the hub sent it there reached it (DOMAIN.md §9:
         business answers are receipts too), so none of it awaits a receipt any more."""
+        known, awaited = Store._looked_up(conn, ("awaited", partner, family, business_key))
+        if known and not awaited:
+            return
         conn.execute(_ANSWERED_IN_CONVERSATION, {"_partner": partner, "_family": family, "_key": business_key})
 
     @staticmethod

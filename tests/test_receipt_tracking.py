@@ -97,9 +97,9 @@ def test_the_sweep_is_idempotent(hub: Hub, exchange: Exchange) -> None:
 
 
 @pytest.fixture
-def insurer_chasing_hub(tmp_path: Path) -> Any:
-    """The insurer must answer within 2 s."""
-    environ = hub_environ(tmp_path, HUB_PARTNERS__INSURER__RECEIPT_TIMEOUT_SECONDS="2")
+def insurer_chasing_hub(tmp_path: Path, store_url: str) -> Any:
+    """The insurer must answer within 2 s; on each store backend."""
+    environ = hub_environ(tmp_path, HUB_PARTNERS__INSURER__RECEIPT_TIMEOUT_SECONDS="2", HUB_STORE__URL=store_url)
     running = Hub(load_config(DEFAULT_CONFIG, environ=environ))
     running.start()
     yield running
