@@ -10,7 +10,7 @@ import hashlib
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
@@ -28,15 +28,16 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    and_,
     bindparam,
     create_engine,
     delete,
     event,
     func,
     insert,
+    or_,
     select,
     text,
-    tuple_,
     update,
 )
 from sqlalchemy.engine import Engine, make_url
@@ -247,9 +248,7 @@ _ANSWERED_IN_CONVERSATION = delete(awaited_receipts).where(
 )
 # Which of these (partner, family, business key) conversations await a receipt for something the hub sent there.
 _CONVERSATION_OF = (messages.c.partner, messages.c.family, messages.c.business_key)
-_AWAITED_IN = select(*_CONVERSATION_OF).distinct().where(
-    messages.c.id == awaited_receipts.c.message, messages.c.direction == "out"
-)
+_AWAITED_IN = select(*_CONVERSATION_OF).distinct().where(messages.c.id == awaited_receipts.c.message)
 _AWAITED = select(awaited_receipts).where(awaited_receipts.c.message == bindparam("_message"))
 _OVERDUE = (
     select(awaited_receipts.c.message, awaited_receipts.c.partner)
@@ -292,6 +291,13 @@ def _inserting_held_rows_first(engine: Engine) -> Engine:
             Store.insert_held(conn)
 
     return engine
+
+
+def _any_of(columns: tuple[Any, ...], keys: Sequence[tuple[str, ...]]) -> Any:
+    """Rows whose `columns` equal one of `keys`, written as OR of ANDs: SQLite answers `(a, b) IN (VALUES …)` by
+    scanning the whole table (the seen ids grow without end), but searches its index for each of these."""
+    return or_(*(and_(*(column == value for column, value in zip(columns, key, strict=True)))
+                 for key in sorted(set(keys))))
 
 
 def make_engine(url: str, connections: int = 5) -> Engine:
@@ -444,14 +450,15 @@ class Store:
                 continue
             known.update({(table, *key): None for key in keys})
             found = select(*columns, *([answer] if answer is not None else conversations.c)).where(
-                tuple_(*columns).in_(sorted(set(keys))))
+                _any_of(columns, keys))
             for row in conn.execute(found):
                 key = tuple(row[:len(columns)])
                 known[(table, *key)] = row[len(columns)] if answer is not None else row
         if answers:
             known.update({("awaited", *key): False for key in answers})
             for partner, family, business_key in conn.execute(
-                    _AWAITED_IN.where(tuple_(*_CONVERSATION_OF).in_(sorted(set(answers))))):
+                    _AWAITED_IN.where(_any_of((messages.c.direction, *_CONVERSATION_OF),
+                                              [("out", *key) for key in answers]))):
                 known[("awaited", partner, family, business_key)] = True
         conn.info[_KNOWN] = known
 
