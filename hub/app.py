@@ -31,7 +31,7 @@ from hub.mappers import MessageFormat
 from hub.mappers.dxp import Dxp
 from hub.mappers.hub_xml import HubXml
 from hub.mappers.platform_json import PlatformJson
-from hub.pipeline import Pipeline
+from hub.pipeline import INTAKE_BATCH, Pipeline
 from hub.scheduler.runner import JobRunner
 from hub.schemas import ALL_SCHEMAS, HUB_SCHEMAS, SchemaRegistry
 from hub.signing import Signer, SigningError, SigningWorker, SoftwareKeySigner, load_certificate
@@ -277,9 +277,14 @@ class Hub:
                           *(p.receipt_timeout_seconds for p in self.config.partners.values()))
         next_sweep = time.monotonic() + sweep_every
         while not self._stop.is_set():
+            busy = False
             try:
+                # A batch of inputs at a time, each channel in turn: the workers start on a backlog's first batch
+                # while the rest is still being taken in (taking every file of a backlog at once kept them idle).
                 for channel in self.channels.values():
-                    self.pipeline.take_in(channel.poll())
+                    claimed = channel.poll(INTAKE_BATCH)
+                    self.pipeline.take_in(claimed)
+                    busy |= len(claimed) == INTAKE_BATCH
                 if time.monotonic() >= next_recover:
                     self._recover()
                     next_recover = time.monotonic() + RECOVER_EVERY_SECONDS
@@ -288,7 +293,8 @@ class Hub:
                     next_sweep = time.monotonic() + sweep_every
             except Exception:  # an input that could not be stored stays in intake/; the next recovery takes it
                 log.exception("intake failed; retrying")
-            self._stop.wait(poll)
+            if not busy:
+                self._stop.wait(poll)
 
     def _checkpoint_loop(self) -> None:
         """SQLite's log is copied into the database here, off the workers' commits."""

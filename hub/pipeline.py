@@ -86,7 +86,7 @@ from hub.workqueue import LeaseLost, WorkItem, WorkQueue
 log = logging.getLogger("hub.pipeline")
 
 _MAX_RECEIPT_ERRORS = 20
-_INTAKE_BATCH = 50  # inputs stored per transaction
+INTAKE_BATCH = 50  # inputs stored per transaction
 RECEIVED = "received"
 AWAITING_SIGNATURE = "awaiting-signature"
 DELIVERING = "delivering"  # staged at the partner's channel; the store says so before it is shown to the partner
@@ -197,8 +197,8 @@ class Pipeline:
         """Store inputs as received and schedule their processing, once each, whatever crashed before: one
         transaction per batch (a poll may bring hundreds; one each spent the hub's time on commits).
         `recovered`: found in intake/ after a crash, so perhaps stored before it (a fresh poll's hub ids are new)."""
-        for start in range(0, len(claimed), _INTAKE_BATCH):
-            self._take_in(claimed[start:start + _INTAKE_BATCH], recovered)
+        for start in range(0, len(claimed), INTAKE_BATCH):
+            self._take_in(claimed[start:start + INTAKE_BATCH], recovered)
 
     def _take_in(self, claimed: Sequence[ClaimedInput], recovered: bool) -> None:
         taken = []

@@ -27,8 +27,8 @@ class ClaimedInput:
 class Channel(Protocol):
     partner: str
 
-    def poll(self) -> list[ClaimedInput]:
-        """Take every new input the partner has sent."""
+    def poll(self, limit: int | None = None) -> list[ClaimedInput]:
+        """Take the new inputs the partner has sent, oldest first: every one, or the oldest `limit`."""
         ...
 
     def recover(self) -> list[ClaimedInput]:

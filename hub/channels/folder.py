@@ -42,9 +42,9 @@ class FolderChannel:
         for folder in (self.inbox, self.outbox, self.archive, self.rejected, self.intake):
             folder.mkdir(parents=True, exist_ok=True)
 
-    def poll(self) -> list[ClaimedInput]:
+    def poll(self, limit: int | None = None) -> list[ClaimedInput]:
         claimed = []
-        for entry in sorted(self._waiting(), key=lambda e: (e.stat().st_mtime_ns, e.name)):
+        for entry in sorted(self._waiting(), key=lambda e: (e.stat().st_mtime_ns, e.name))[:limit]:
             hub_id = new_id()
             target = self.intake / f"{hub_id}{_SEP}{entry.name}"
             try:
