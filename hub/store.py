@@ -35,7 +35,6 @@ from sqlalchemy import (
     event,
     func,
     insert,
-    or_,
     select,
     text,
     update,
@@ -294,10 +293,10 @@ def _inserting_held_rows_first(engine: Engine) -> Engine:
 
 
 def _any_of(columns: tuple[Any, ...], keys: Sequence[tuple[str, ...]]) -> Any:
-    """Rows whose `columns` equal one of `keys`, written as OR of ANDs: SQLite answers `(a, b) IN (VALUES …)` by
-    scanning the whole table (the seen ids grow without end), but searches its index for each of these."""
-    return or_(*(and_(*(column == value for column, value in zip(columns, key, strict=True)))
-                 for key in sorted(set(keys))))
+    """Rows whose `columns` take values among `keys`' (each column IN its values: every row of `keys` is found,
+    and perhaps other existing rows, as true as the asked ones). Not `(a, b) IN (VALUES …)`: SQLite answers that by
+    scanning the whole table (the seen ids grow without end); it searches its index for these, as PostgreSQL does."""
+    return and_(*(column.in_(sorted({key[n] for key in keys})) for n, column in enumerate(columns)))
 
 
 def make_engine(url: str, connections: int = 5) -> Engine:
