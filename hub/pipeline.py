@@ -108,6 +108,9 @@ class Prepared:
     message: CanonicalMessage
     destination: str | None
     payload: bytes | None
+    # Worked out with the rest before the decisions' lock is taken: its canonical JSON and its version.
+    canonical: str
+    version: str | None
     verified: VerifiedSignature | None = None  # the sender's signature, checked
     signed: str = ""  # who signed the payload, for its history
     taken: TransInfo | None = None  # the envelope it came in: the node's DxpRep says it was taken
@@ -343,13 +346,14 @@ class Pipeline:
     def _look_ahead(self, conn: Connection, deciding: list[tuple[Any, Prepared | Refused | DxpResponse]]) -> None:
         """What _accept will look up for the batch, read together: each message id's first sender, each version,
         each conversation and whether it awaits the sender's receipt."""
-        accepting = [(row.partner, prepared.message) for row, prepared in deciding
+        accepting = [(row.partner, prepared) for row, prepared in deciding
                      if isinstance(prepared, Prepared) and not isinstance(prepared.message, Receipt)]
-        keyed = [(sender, message, key) for sender, message in accepting if (key := message.business_key()) is not None]
-        self.store.look_ahead(conn, seen=[(sender, message.message_id) for sender, message in accepting],
-                              versions=[(message.message_type, key, _version(message)) for _s, message, key in keyed],
-                              conversations_=[(message.family, key) for _s, message, key in keyed],
-                              answers=[(sender, message.family, key) for sender, message, key in keyed])
+        keyed = [(sender, each.message, key, each.version) for sender, each in accepting
+                 if (key := each.message.business_key()) is not None and each.version is not None]
+        self.store.look_ahead(conn, seen=[(sender, each.message.message_id) for sender, each in accepting],
+                              versions=[(message.message_type, key, version) for _s, message, key, version in keyed],
+                              conversations_=[(message.family, key) for _s, message, key, _v in keyed],
+                              answers=[(sender, message.family, key) for sender, message, key, _v in keyed])
 
     def _decide_one(self, conn: Connection, row: Any, prepared: Prepared | Refused | DxpResponse) -> None:
         if not isinstance(prepared, DxpResponse) and prepared.taken is not None:
@@ -435,10 +439,13 @@ class Pipeline:
                 raise
             return self._refused(row, err, taken)
         destination = None if isinstance(message, Receipt) else self.routes.get((message.message_type, row.partner))
+        canonical = message.model_dump_json(by_alias=True)
+        version = _version(message) if message.business_key() is not None else None
         if destination is None:
-            return Prepared(message, None, None, verified, taken=taken)
+            return Prepared(message, None, None, canonical, version, verified, taken=taken)
         payload, signed = self._sign(destination, self.formats[destination].encode(message))
-        return Prepared(message, destination, self._enveloped(destination, message, payload), verified, signed, taken)
+        return Prepared(message, destination, self._enveloped(destination, message, payload), canonical, version,
+                        verified, signed, taken)
 
     def _open(self, row: Any) -> tuple[bytes, TransInfo | None] | DxpResponse:
         """The business XML and the envelope it came in (none from a bare partner); or the node's answer."""
@@ -526,8 +533,7 @@ class Pipeline:
     def _accept(self, conn: Connection, row: Any, prepared: Prepared) -> None:
         message, destination = prepared.message, prepared.destination
         sender, fmt = row.partner, self.formats[row.partner]
-        mtype, mid = message.message_type, message.message_id
-        canonical = message.model_dump_json(by_alias=True)
+        mtype, mid, canonical = message.message_type, message.message_id, prepared.canonical
 
         def refuse(code: Any, text: str, *loc: str | int) -> HubError:
             return HubError(code, text, fmt.field_path(mtype, loc), message_id=mid, message_type=mtype)
@@ -537,8 +543,7 @@ class Pipeline:
             raise self._duplicate(conn, first, canonical, refuse)
         if destination is None or prepared.payload is None:
             raise refuse(NO_ROUTE, f"no route takes {mtype} from {sender}", "messageId")
-        key = message.business_key()
-        version = _version(message) if key is not None else None
+        key, version = message.business_key(), prepared.version
         earlier = self.store.first_version(conn, mtype, key, version) if key and version else None
         # A version taken before is answered as it was, whatever state the conversation has moved on to.
         verdict = None if earlier else self._judge(conn, message, refuse)
@@ -571,7 +576,8 @@ class Pipeline:
         if verdict.repeat:
             info = f"{mtype} acknowledged again: it was already received and forwarded"
         else:
-            self._send(conn, destination, message, prepared.payload, answers=row.id, detail=prepared.signed)
+            self._send(conn, destination, message, prepared.payload, answers=row.id, detail=prepared.signed,
+                       canonical=canonical)
             info = f"{mtype} accepted and forwarded to {destination}"
         self._answer(conn, row, message, ReturnStatus.ACCEPTED, info, [])
         log.info("accepted %s %s from %s (%s)", mtype, mid, sender, info)
@@ -756,13 +762,13 @@ class Pipeline:
 
     def _send(
         self, conn: Connection, partner: str, message: CanonicalMessage, payload: bytes, answers: str | None,
-        detail: str = "",
+        detail: str = "", canonical: str | None = None,
     ) -> str:
         return self._schedule(
             conn, partner, payload, answers, detail,
             message_id=message.message_id, message_type=message.message_type, family=message.family,
             business_key=message.business_key(), file_name=self._file_name(partner, message),
-            canonical=message.model_dump_json(by_alias=True),
+            canonical=canonical or message.model_dump_json(by_alias=True),
         )
 
     def _schedule(self, conn: Connection, partner: str, payload: bytes, answers: str | None, detail: str,
