@@ -362,6 +362,35 @@ def test_hub_processes_started_together_on_a_new_database_all_come_up(backend: s
 
 
 @pytest.mark.slow
+def test_two_hub_processes_on_one_sqlite_file_deliver_each_message_once(tmp_path: Path) -> None:
+    """The embedded default scales to a second process on the same host: both take from the same folders and
+    queue for SQLite's one writer (an flock beside the file); each message is forwarded and answered once."""
+    count = 60
+    exchange = Exchange(tmp_path / "exchange")
+    processes = [HubProcess(tmp_path, HUB_QUEUE__WORKERS="1") for _ in range(2)]
+    for n, process in enumerate(processes):
+        process.log = tmp_path / f"hub-{n}.log"
+        process.launch()
+    try:
+        for process in processes:
+            process.wait_up()
+        for n in range(count):
+            exchange.drop("insurer", f"insurer-pending-policy-{n:04d}.xml", _pending_policy(n)[1])
+        exchange.wait_files("insurer", "out", count, "Receipt_*", timeout=60)
+        wait_for(lambda: len(exchange.files("insurer", "archive")) == count, 60, "every input archived")
+    finally:
+        for process in processes:
+            process.stop()
+    logs = [process.log.read_text() for process in processes]
+    assert all("accepted PendingPolicy" in log for log in logs), "both processes took a share"
+    forwarded = [json.loads(p.read_bytes())["messageId"] for p in exchange.files("platform", "out", "PendingPolicy_*")]
+    assert sorted(forwarded) == sorted(_pending_policy(n)[0] for n in range(count))
+    assert sorted(r["refMessageId"] for r in exchange.receipts("insurer")) == sorted(forwarded)
+    assert all(r["returnStatus"] == 120 for r in exchange.receipts("insurer")), "none refused as a duplicate"
+    assert not any("Traceback" in log for log in logs)
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["sqlite", "rabbitmq"])
 def test_run_workers_n_runs_n_workers_that_deliver_each_message_once(backend: str, tmp_path: Path) -> None:
     count = 60

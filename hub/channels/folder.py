@@ -44,7 +44,7 @@ class FolderChannel:
 
     def poll(self, limit: int | None = None) -> list[ClaimedInput]:
         claimed = []
-        for entry in sorted(self._waiting(), key=lambda e: (e.stat().st_mtime_ns, e.name))[:limit]:
+        for _written, _name, entry in sorted(self._waiting())[:limit]:
             hub_id = new_id()
             target = self.intake / f"{hub_id}{_SEP}{entry.name}"
             try:
@@ -54,12 +54,19 @@ class FolderChannel:
             claimed.append(ClaimedInput(hub_id, self.partner, entry.name, target, target.stat().st_size))
         return claimed
 
-    def _waiting(self) -> list[os.DirEntry[str]]:
+    def _waiting(self) -> list[tuple[int, str, os.DirEntry[str]]]:
+        """The inputs waiting in in/, each with when it was written: oldest first once sorted."""
+        waiting = []
         with os.scandir(self.inbox) as entries:
-            return [
-                e for e in entries
-                if e.is_file(follow_symlinks=False) and not e.name.endswith(TMP_SUFFIX) and not e.name.startswith(".")
-            ]
+            for entry in entries:
+                if entry.name.endswith(TMP_SUFFIX) or entry.name.startswith("."):
+                    continue
+                try:
+                    if entry.is_file(follow_symlinks=False):
+                        waiting.append((entry.stat().st_mtime_ns, entry.name, entry))
+                except FileNotFoundError:
+                    continue  # another hub process took it since the folder was listed
+        return waiting
 
     def recover(self) -> list[ClaimedInput]:
         found = []
