@@ -1,10 +1,10 @@
 """End to end: the running hub's sustained throughput and latency per backend, against the bare floor
 
 The hub runs as its own process (`python run_hub.py`, the default config with overrides) on a temporary folder
-under var/, with 2 workers: on the embedded default, 2 worker threads of one process (SQLite has one writer
-at a time whatever the processes); on the PostgreSQL backends, 2 hub processes of one worker each, the way
-they scale out (one process's threads share one core, under Python's global lock). This process plays the
-partners through the drop folders. The mix: seven
+under var/, with 2 workers: on the embedded default, 2 worker threads of one process (as `make run` runs it), and
+again as 2 hub processes of one worker on one SQLite file (they queue for its one writer); on the PostgreSQL
+backends, 2 hub processes of one worker each, the way they scale out (one process's threads share one core,
+under Python's global lock). This process plays the partners through the drop folders. The mix: seven
 message types that each open a conversation, so any number can flow (insurer → platform: PendingPolicy,
 RiskArticle; platform → insurer, signed by the hub with a software RSA-2048 key (rsa-sha256):
 InsuranceInquiry, AgreementSignRequest, TradeRegistration in both modes; platform → customs, signed the same
@@ -17,9 +17,8 @@ folders and the idle workers poll every 10 ms here (defaults 200 ms and 50 ms). 
 decode (parse + XSD/schema validation + models), encode (map + validate) and sign of the same messages in a
 plain loop in one thread, no store, no files, measured again just before each backend (this machine's speed
 changes from minute to minute: the floor moved from 1,405/s to 678/s within one morning); the hub's share is
-its throughput / that floor.
-Single runs on a shared 2-core machine that also runs the partners' side (and other people's work: the load
-average is noted).
+its throughput / that floor. Single runs on a shared 2-core machine that also runs the partners' side (and
+other people's work: the load average is noted).
 """
 
 from __future__ import annotations
@@ -127,6 +126,7 @@ def _rabbitmq_on_postgres() -> Iterator[dict[str, str]]:
 
 BACKENDS = (
     Backend("embedded (SQLite store and DB queue)", lambda: nullcontext({})),
+    Backend("embedded, 2 processes on one SQLite file", lambda: nullcontext({}), processes=2),
     Backend("PostgreSQL store and DB queue", _fresh_postgres, processes=2),
     Backend("RabbitMQ + PostgreSQL", _rabbitmq_on_postgres, processes=2),
 )
