@@ -371,19 +371,30 @@ class _SqliteWriter:
     def __enter__(self) -> None:
         self._threads.acquire()
         if self._fd is not None:
-            fcntl.flock(self._fd, fcntl.LOCK_EX)
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_EX)
+            except BaseException:
+                self._threads.release()
+                raise
 
     def __exit__(self, *_exc: object) -> None:
+        try:
+            if self._fd is not None:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+        finally:
+            self._threads.release()
+
+    def close(self) -> None:
         if self._fd is not None:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-        self._threads.release()
+            os.close(self._fd)  # drops the flock, if a thread still held it
+            self._fd = None
 
 
 class Store:
     def __init__(self, url: str, connections: int = 5) -> None:
         self.engine = make_engine(url, connections)
         self.is_sqlite = self.engine.dialect.name == "sqlite"
-        self._writer: AbstractContextManager[object] = (
+        self._writer: _SqliteWriter | AbstractContextManager[object] = (
             _SqliteWriter(make_url(url).database) if self.is_sqlite else nullcontext())
 
     def create_schema(self, *others: Table) -> None:
@@ -399,6 +410,8 @@ class Store:
 
     def close(self) -> None:
         self.engine.dispose()
+        if isinstance(self._writer, _SqliteWriter):
+            self._writer.close()
 
     @contextmanager
     def begin(self, serial: bool = True) -> Iterator[Connection]:
