@@ -100,11 +100,11 @@ _REAP = (
     .values(state="ready", lease_owner=None, lease_until=None)
 )
 
-_HELD = and_(_IDS, work.c.state == "leased", work.c.lease_owner == bindparam("_owner"))  # still this worker's
-_COMPLETE = delete(work).where(_HELD)
-_RELEASE = update(work).where(_HELD)
+_STILL_LEASED = and_(_IDS, work.c.state == "leased", work.c.lease_owner == bindparam("_owner"))  # this worker's
+_COMPLETE = delete(work).where(_STILL_LEASED)
+_RELEASE = update(work).where(_STILL_LEASED)
 _UNCLAIM = (
-    update(work).where(_HELD)
+    update(work).where(_STILL_LEASED)
     .values(state="ready", lease_owner=None, lease_until=None, attempts=work.c.attempts - 1)
 )
 
