@@ -249,7 +249,7 @@ _ANSWERED_IN_CONVERSATION = delete(awaited_receipts).where(
 )
 
 
-def _among(*columns: Any) -> Any:
+def _each_in(*columns: Any) -> Any:
     """Each of `columns` IN a list given when the statement runs (_k0, _k1, …): every row whose key is asked is
     found, and perhaps other rows that exist as well. Not `(a, b) IN (VALUES …)`: SQLite answers that by scanning
     the whole table (the seen ids grow without end); it searches its index for these, as PostgreSQL does."""
@@ -260,15 +260,16 @@ _SEEN_KEY = (seen_messages.c.partner, seen_messages.c.message_id)
 _VERSION_KEY = (seen_versions.c.message_type, seen_versions.c.business_key, seen_versions.c.version)
 _CONVERSATION_KEY = (conversations.c.family, conversations.c.business_key)
 _SENT_IN_CONVERSATION = (messages.c.partner, messages.c.family, messages.c.business_key)
-# What a batch's decisions look up, read ahead: by kind, the key's width and a statement that selects the key's
-# columns first (Store.look_ahead).
+# What a batch's decisions look up, read ahead (Store.look_ahead): by kind, the key's width and a statement that
+# selects the key's columns, then what is known of the key.
 _LOOK_AHEAD = {
-    "seen": (2, select(*_SEEN_KEY, seen_messages.c.first).where(_among(*_SEEN_KEY))),
-    "version": (3, select(*_VERSION_KEY, seen_versions.c.first).where(_among(*_VERSION_KEY))),
-    "conversation": (2, select(*_CONVERSATION_KEY, *conversations.c).where(_among(*_CONVERSATION_KEY))),
-    # Which (partner, family, business key) conversations await a receipt for something the hub sent there.
-    "awaited": (3, select(*_SENT_IN_CONVERSATION).distinct().where(
-        messages.c.id == awaited_receipts.c.message, messages.c.direction == "out", _among(*_SENT_IN_CONVERSATION))),
+    "seen": (2, select(*_SEEN_KEY, seen_messages.c.first).where(_each_in(*_SEEN_KEY))),
+    "version": (3, select(*_VERSION_KEY, seen_versions.c.first).where(_each_in(*_VERSION_KEY))),
+    "conversation": (2, select(*_CONVERSATION_KEY, *conversations.c).where(_each_in(*_CONVERSATION_KEY))),
+    # How many messages the hub sent in a (partner, family, business key) conversation await their receipt.
+    "awaited": (3, select(*_SENT_IN_CONVERSATION, func.count()).where(
+        messages.c.id == awaited_receipts.c.message, messages.c.direction == "out", _each_in(*_SENT_IN_CONVERSATION)
+    ).group_by(*_SENT_IN_CONVERSATION)),
 }
 _AWAITED = select(awaited_receipts).where(awaited_receipts.c.message == bindparam("_message"))
 _OVERDUE = (
@@ -318,13 +319,13 @@ def make_engine(url: str, connections: int = 5) -> Engine:
     """`connections`: how many threads use the store at once; each holds at most one connection at a time."""
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
+        # A worker never waits for a pooled connection. No ping before each checkout (a round trip, a quarter of
+        # the end-to-end throughput here): after a server restart the first use of each stale connection fails,
+        # SQLAlchemy discards the pool, and the step that met it is retried under the retry policy like any other
+        # passing failure.
         return _inserting_held_rows_first(
             create_engine(url, pool_size=connections, max_overflow=connections, future=True)
         )
-        # A worker never waits for a pooled connection; pre-ping replaces connections a server restart broke.
-        # No ping before each checkout (a round trip, a quarter of the end-to-end throughput here): after a server
-        # restart the first use of each stale connection fails, SQLAlchemy discards the pool, and the step that
-        # met it is retried under the retry policy like any other passing failure.
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     engine = _inserting_held_rows_first(
@@ -500,11 +501,10 @@ class Store:
             if not keys:
                 continue
             width, statement = _LOOK_AHEAD[kind]
-            known.update({(kind, *key): False if kind == "awaited" else None for key in keys})
+            known.update({(kind, *key): None for key in keys})
             for row in conn.execute(statement, {f"_k{n}": sorted({key[n] for key in keys}) for n in range(width)}):
-                # seen and version: the first message's hub id; a conversation: its row; awaited: that there is one
-                answer = row if kind == "conversation" else True if kind == "awaited" else row[width]
-                known[(kind, *row[:width])] = answer
+                # seen and version: the first message's hub id; a conversation: its row; awaited: how many
+                known[(kind, *row[:width])] = row if kind == "conversation" else row[width]
         conn.info[_KNOWN] = known
 
     @staticmethod
