@@ -32,7 +32,8 @@ from collections.abc import Callable
 from threading import Event
 from typing import Any
 
-from kombu import Connection, Consumer, Producer, Queue
+import amqp
+from kombu import Connection, Consumer, Queue
 from sqlalchemy import bindparam, select, update
 
 from hub.config import HubConfig
@@ -43,6 +44,7 @@ from hub.workqueue import WAITING, DbWorkQueue, WorkItem, reap, relaxed
 log = logging.getLogger("hub.rabbitqueue")
 
 RELAY_BATCH = 200
+CONFIRM_TIMEOUT_SECONDS = 10.0
 REAP_EVERY_SECONDS = 1.0
 MAX_BACKOFF_SECONDS = 5.0
 _A_MOMENT = 0.0005  # seconds a claim waits for more deliveries once it has one
@@ -244,9 +246,10 @@ class RabbitWorkQueue(DbWorkQueue):
     def loops(self) -> list[tuple[str, Callable[[Event], None]]]:
         return [("relay", self._relay_loop), ("parking", self._parking_loop)]
 
-    def relay(self, producer: Producer) -> int:
-        """Publish ready rows (due ones to work, later ones to their retry tier), then mark them queued, in one
-        transaction holding their row locks (several hubs' relays skip each other's rows). Returns how many."""
+    def relay(self, publisher: ConfirmedPublisher) -> int:
+        """Publish ready rows (due ones to work, later ones to their retry tier), then mark them queued once the
+        broker has confirmed them all, in one transaction holding their row locks (several hubs' relays skip
+        each other's rows). Returns how many."""
         now = time.time()
         with self.store.begin(serial=False) as conn:
             due = relaxed(conn).execute(_DUE, {"_now": now}).scalars().all()
@@ -254,20 +257,16 @@ class RabbitWorkQueue(DbWorkQueue):
                 if self.topology.tiers else []
             published = list(due)
             for item_id in due:
-                self._publish(producer, item_id, self.topology.work)
+                publisher.publish(item_id, self.topology.work)
             for row in later:
                 queue = self.topology.route(row.available_at - time.time())
                 if queue is not None:  # else it came under the shortest tier meanwhile: published when due
-                    self._publish(producer, row.id, queue)
+                    publisher.publish(row.id, queue)
                     published.append(row.id)
             if published:
+                publisher.confirm()
                 conn.execute(_QUEUED, {"_ids": published})
         return len(published)
-
-    @staticmethod
-    def _publish(producer: Producer, item_id: int, queue: str) -> None:
-        producer.publish(str(item_id), exchange="", routing_key=queue, delivery_mode=2, retry=False,
-                         content_type="text/plain", content_encoding="utf-8")
 
     def reap(self) -> int:
         """Expired leases back to ready, and queued rows nobody claimed for requeue_after_seconds: the relay
@@ -282,12 +281,12 @@ class RabbitWorkQueue(DbWorkQueue):
         while not stop.is_set():
             try:
                 if conn is None:
-                    conn = self.topology.connect(self.url, transport_options={"confirm_publish": True})
-                    producer = Producer(conn.default_channel)
+                    conn = self.topology.connect(self.url)
+                    publisher = ConfirmedPublisher(conn)
                 if time.monotonic() >= next_reap:
                     self.reap()
                     next_reap = time.monotonic() + REAP_EVERY_SECONDS
-                sent = self.relay(producer)
+                sent = self.relay(publisher)
                 backoff = self.poll_seconds
             except Exception as exc:  # broker or store away: nothing is marked queued that was not confirmed
                 log.warning("relay: %s: %s; trying again in %.1f s", type(exc).__name__, exc, backoff)
@@ -337,6 +336,53 @@ class RabbitWorkQueue(DbWorkQueue):
                 self.store.set_state(conn, row.message, "parked", str(err), error_code=err.code,
                                      error_field=err.field, error_message=err.message)
         log.error("parked %s of %s: %s", row.kind, row.message, err)
+
+
+class ConfirmedPublisher:
+    """Publishes on a channel in confirm mode and waits for the broker's confirms once per batch, not once per
+    message (kombu's confirm_publish waits for each: a round trip, and the relay's GIL time, per message). The
+    broker numbers a channel's publishes 1, 2, … and acks them, several at once with `multiple`."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.connection = conn.connection
+        self.channel = self.connection.channel()  # py-amqp's own: kombu's types hide its confirm API
+        self.channel.confirm_select()
+        self.channel.events["basic_ack"].add(self._acked)
+        self.channel.events["basic_nack"].add(self._nacked)
+        self.published = 0  # the last delivery tag
+        self.unconfirmed: set[int] = set()
+        self.refused = 0
+
+    def publish(self, item_id: int, queue: str) -> None:
+        message = amqp.Message(str(item_id), delivery_mode=2, content_type="text/plain", content_encoding="utf-8")
+        self.channel.basic_publish(message, exchange="", routing_key=queue)
+        self.published += 1
+        self.unconfirmed.add(self.published)
+
+    def confirm(self) -> None:
+        """Returns once every message published so far is confirmed; raises if the broker refused any (the
+        caller's transaction then marks nothing queued, and the rows are published again)."""
+        deadline = time.monotonic() + CONFIRM_TIMEOUT_SECONDS
+        while self.unconfirmed:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"RabbitMQ confirmed none of {len(self.unconfirmed)} messages within "
+                                   f"{CONFIRM_TIMEOUT_SECONDS:.0f} s")
+            self.connection.drain_events(timeout=remaining)
+        if self.refused:
+            refused, self.refused = self.refused, 0
+            raise amqp.exceptions.MessageNacked(f"RabbitMQ refused {refused} of the messages published")
+
+    def _settled(self, tag: int, multiple: bool) -> int:
+        settled = {t for t in self.unconfirmed if t <= tag} if multiple else {tag} & self.unconfirmed
+        self.unconfirmed -= settled
+        return len(settled)
+
+    def _acked(self, tag: int, multiple: bool) -> None:
+        self._settled(tag, multiple)
+
+    def _nacked(self, tag: int, multiple: bool) -> None:
+        self.refused += self._settled(tag, multiple)
 
 
 def _close(conn: Connection | None) -> None:

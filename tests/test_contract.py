@@ -23,7 +23,7 @@ from sqlalchemy import select
 from hub.app import Hub
 from hub.config import DEFAULT_CONFIG, HubConfig, load_config
 from hub.operations import Operations
-from hub.rabbitqueue import QueueConsumer, RabbitWorkQueue
+from hub.rabbitqueue import ConfirmedPublisher, QueueConsumer, RabbitWorkQueue
 from hub.store import Store, work
 from hub.workqueue import WorkItem
 from tests import test_bad_input, test_operations, test_underwriting_flow
@@ -292,6 +292,53 @@ def test_rabbitmq_parks_work_its_workers_never_acknowledge_and_replay_brings_it_
             for thread in loops:
                 thread.join(timeout=10)
             store.close()
+
+
+def test_rabbitmq_relay_marks_nothing_queued_that_the_broker_refused(tmp_path: Path) -> None:
+    """The relay waits for the broker's confirms once per batch: when RabbitMQ refuses some of a batch (here its
+    work queue is full, by a policy), none of the batch is marked queued, and the next relay publishes it all."""
+    with backend_environ("rabbitmq") as env:
+        config = load_config(DEFAULT_CONFIG, environ=hub_environ(tmp_path, **env))
+        store = Store(config.store.url)
+        store.create_schema()
+        queue = RabbitWorkQueue(store, config)
+        conn = queue.topology.connect(config.queue.url)
+        policy = f"{config.queue.name_prefix}-full"
+        try:
+            with store.begin() as db:
+                ids = [store.add_message(db, direction="in", partner="insurer", state="received", size=1, raw=b"x")
+                       for _ in range(3)]
+                queue.enqueue(db, "process", *ids)
+            subprocess.run(["rabbitmqctl", "set_policy", "--apply-to", "queues", policy,
+                            f"^{queue.topology.work.replace('.', '[.]')}$",
+                            '{"max-length": 1, "overflow": "reject-publish"}'], check=True, capture_output=True)
+            wait_for(lambda: _refuses(queue, conn), what="the policy in force")
+
+            with pytest.raises(Exception, match="RabbitMQ refused 3 of the messages published"):
+                queue.relay(ConfirmedPublisher(conn))
+            assert _work_states(store) == ["ready"] * 3, "a refused batch is not marked queued"
+
+            subprocess.run(["rabbitmqctl", "clear_policy", policy], check=True, capture_output=True)
+            wait_for(lambda: queue.relay(ConfirmedPublisher(conn)) == 3, what="the batch relayed again")
+            assert _work_states(store) == ["queued"] * 3
+            claimed: list[WorkItem] = []  # the policy's probes (work item 0) come first: dropped as stale
+            wait_for(lambda: claimed.extend(queue.claim("worker-1", 10)) or len(claimed) >= 3, what="the work claimed")
+            assert sorted(item.message for item in claimed) == sorted(ids)
+        finally:
+            subprocess.run(["rabbitmqctl", "clear_policy", policy], capture_output=True)
+            conn.release()
+            store.close()
+
+
+def _refuses(queue: RabbitWorkQueue, conn: object) -> bool:
+    """Whether the work queue refuses a publish now (it then holds one message: the policy's maximum)."""
+    publisher = ConfirmedPublisher(conn)  # type: ignore[arg-type]
+    publisher.publish(0, queue.topology.work)
+    try:
+        publisher.confirm()
+    except Exception:
+        return True
+    return False
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
