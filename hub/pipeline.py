@@ -797,7 +797,7 @@ class Pipeline:
                 failed.append((out, exc))
         fresh = [out.id for out in staged if out.state != DELIVERING]
         if fresh:
-            with self.store.begin(serial=False) as conn:
+            with self.store.one_statement() as conn:
                 moved = self.store.advance_all(conn, fresh, "pending", DELIVERING)
             # One that moved on meanwhile (another worker's, after a lease ran out) is not this worker's to show.
             staged = [out for out in staged if out.state == DELIVERING or out.id in moved]

@@ -198,11 +198,12 @@ class RabbitWorkQueue(DbWorkQueue):
                 by_id[int(delivery.body)] = delivery
         now = time.time()
         try:
-            with self.store.begin(serial=False) as conn:
-                rows = relaxed(conn).execute(_CLAIM, {"_ids": sorted(by_id), "_now": now, "owner": owner,
-                                                      "lease_until": now + self.lease_seconds}).all()
-                unclaimed = sorted(by_id.keys() - {row.id for row in rows})
-                if unclaimed:
+            with self.store.one_statement() as conn:
+                rows = conn.execute(_CLAIM, {"_ids": sorted(by_id), "_now": now, "owner": owner,
+                                             "lease_until": now + self.lease_seconds}).all()
+            unclaimed = sorted(by_id.keys() - {row.id for row in rows})
+            if unclaimed:
+                with self.store.one_statement() as conn:
                     conn.execute(_EARLY, {"_ids": unclaimed, "_now": now})
         except Exception:
             consumer.pending.extendleft(reversed(by_id.values()))

@@ -449,10 +449,22 @@ class Store:
                 conn.info.pop(_KNOWN, None)
 
     @contextmanager
+    def one_statement(self) -> Iterator[Connection]:
+        """A write of one statement, atomic on its own: on PostgreSQL without BEGIN and COMMIT (autocommit: two
+        round trips fewer, each a few hundred µs of a message's latency); on SQLite under the writer lock."""
+        if self.is_sqlite:
+            with self.begin(serial=False) as conn:
+                yield conn
+        else:
+            with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                yield conn
+
+    @contextmanager
     def read(self) -> Iterator[Connection]:
-        """A read-only look at a consistent snapshot."""
+        """A read-only look. On SQLite at one consistent snapshot; on PostgreSQL each statement sees what was
+        committed when it began, as it would in a transaction there (READ COMMITTED), so no BEGIN and ROLLBACK."""
         with self.engine.connect() as conn:
-            yield conn
+            yield conn if self.is_sqlite else conn.execution_options(isolation_level="AUTOCOMMIT")
 
     def checkpoint(self) -> None:
         """Copy SQLite's write-ahead log into the database as far as readers allow, without blocking anyone."""

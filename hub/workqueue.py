@@ -5,9 +5,10 @@ the pipeline and the worker loop see (dramatiq's broker protocol is the model). 
 from the table; hub.rabbitqueue.RabbitWorkQueue has RabbitMQ carry the rows to the workers.
 
 Recipe measured on these machines (ENGINEERING.md): states ready/leased/parked, attempts, available_at,
-lease_until; a claim is one short transaction (BEGIN IMMEDIATE on SQLite, FOR UPDATE SKIP LOCKED on
-PostgreSQL); expired leases are returned by a separate query, not an OR in the claim. A worker that dies
-holding a lease loses it when the lease runs out, and the item runs again: every handler is idempotent.
+lease_until; a claim is one short transaction on SQLite (BEGIN IMMEDIATE), one statement on PostgreSQL (an
+UPDATE of the rows a FOR UPDATE SKIP LOCKED subquery picks); expired leases are returned by a separate query,
+not an OR in the claim. A worker that dies holding a lease loses it when the lease runs out, and the item runs
+again: every handler is idempotent.
 """
 
 from __future__ import annotations
@@ -89,10 +90,20 @@ _NEXT_READY = (
     .limit(bindparam("_limit"))
 )
 _IDS = work.c.id.in_(bindparam("_ids", expanding=True))
-_LEASE = (
-    update(work).where(_IDS)
-    .values(state="leased", lease_owner=bindparam("owner"), lease_until=bindparam("lease_until"),
-            attempts=work.c.attempts + 1)
+_LEASED = {"state": "leased", "lease_owner": bindparam("owner"), "lease_until": bindparam("lease_until"),
+           "attempts": work.c.attempts + 1}
+_LEASE = update(work).where(_IDS).values(_LEASED)
+# PostgreSQL: the claim in one statement, outside any transaction (one round trip, not five); the rows others
+# hold are skipped. The alias keeps the subquery's own FROM (else it would be correlated with the UPDATE's).
+_picked = work.alias("picked")
+_CLAIM_NEXT = (
+    update(work)
+    .where(work.c.id.in_(
+        select(_picked.c.id).where(_picked.c.state == "ready", _picked.c.available_at <= bindparam("_now"))
+        .order_by(_picked.c.available_at, _picked.c.id).limit(bindparam("_limit"))
+        .with_for_update(skip_locked=True)))
+    .values(_LEASED)
+    .returning(work.c.id, work.c.kind, work.c.message, work.c.attempts, work.c.available_at)
 )
 _REAP = (
     update(work)
@@ -113,9 +124,9 @@ _ASYNC_COMMIT = text("SET LOCAL synchronous_commit TO OFF")
 
 
 def relaxed(conn: Connection) -> Connection:
-    """PostgreSQL: this transaction's commit does not wait for its WAL flush. Only for claims and queue marks:
-    a server crash may forget one, and then the row is simply claimed or published again (a worker still
-    running it loses at complete(), whose commit is durable). The flush was most of a claim's time (measured)."""
+    """PostgreSQL: this transaction's commit does not wait for its WAL flush. Only for the RabbitMQ relay's
+    queue marks: a server crash may forget one, and then the row is simply published again (the worker that
+    claims it twice drops the second delivery), and the pass holds its rows' locks for no flush."""
     if conn.dialect.name == "postgresql":
         conn.execute(_ASYNC_COMMIT)
     return conn
@@ -133,8 +144,6 @@ class DbWorkQueue:
         self.idle_wait = poll_seconds
         self._arrived = Event()
         self._next_reap = 0.0
-        # SQLite has no row locks (BEGIN IMMEDIATE serialises claims); PostgreSQL skips rows others hold.
-        self._next_ready = _NEXT_READY if store.is_sqlite else _NEXT_READY.with_for_update(skip_locked=True)
 
     @staticmethod
     def enqueue(conn: Connection, kind: str, *messages: str, delay: float = 0.0) -> None:
@@ -155,12 +164,17 @@ class DbWorkQueue:
         if now >= self._next_reap:
             self.reap()
             self._next_reap = now + min(self.lease_seconds / 4, 5.0)
-        with self.store.begin(serial=False) as conn:
-            rows = relaxed(conn).execute(self._next_ready, {"_now": now, "_limit": limit}).all()
+        lease = {"owner": owner, "lease_until": now + self.lease_seconds}
+        if not self.store.is_sqlite:
+            with self.store.one_statement() as conn:
+                claimed = conn.execute(_CLAIM_NEXT, {"_now": now, "_limit": limit, **lease}).all()
+            return [WorkItem(row.id, row.kind, row.message, row.attempts, owner)
+                    for row in sorted(claimed, key=lambda row: (row.available_at, row.id))]
+        with self.store.begin(serial=False) as conn:  # SQLite has no row locks: BEGIN IMMEDIATE serialises claims
+            rows = conn.execute(_NEXT_READY, {"_now": now, "_limit": limit}).all()
             if not rows:
                 return []
-            conn.execute(_LEASE, {"_ids": [row.id for row in rows], "owner": owner,
-                                  "lease_until": now + self.lease_seconds})
+            conn.execute(_LEASE, {"_ids": [row.id for row in rows], **lease})
         return [WorkItem(row.id, row.kind, row.message, row.attempts + 1, owner) for row in rows]
 
     def reap(self) -> int:
