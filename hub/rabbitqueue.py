@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import threading
 import time
 from collections import deque
@@ -67,12 +68,13 @@ _EARLY = (
            work.c.available_at > bindparam("_now"))
     .values(state="ready")
 )
-_DUE = (
-    select(work.c.id).where(work.c.state == "ready", work.c.available_at <= bindparam("_now"))
-    .order_by(work.c.available_at, work.c.id).limit(RELAY_BATCH).with_for_update(skip_locked=True)
-)
-_LATER = (
-    select(work.c.id, work.c.available_at).where(work.c.state == "ready", work.c.available_at >= bindparam("_from"))
+# What the relay publishes: rows due now (to work) and rows due later than the shortest tier (to a tier); a row
+# due sooner than that waits here until due.
+_TO_PUBLISH = (work.c.state == "ready") & (
+    (work.c.available_at <= bindparam("_now")) | (work.c.available_at >= bindparam("_from")))
+_ANY_TO_PUBLISH = select(work.c.id).where(_TO_PUBLISH).limit(1)
+_PUBLISHING = (
+    select(work.c.id, work.c.available_at).where(_TO_PUBLISH)
     .order_by(work.c.available_at, work.c.id).limit(RELAY_BATCH).with_for_update(skip_locked=True)
 )
 _QUEUED = (
@@ -252,14 +254,13 @@ class RabbitWorkQueue(DbWorkQueue):
         broker has confirmed them all, in one transaction holding their row locks (several hubs' relays skip
         each other's rows). Returns how many."""
         now = time.time()
+        window = {"_now": now, "_from": now + self.topology.tiers[0] / 1000 if self.topology.tiers else math.inf}
+        with self.store.read() as conn:  # most passes find nothing: one statement, no transaction, no locks
+            if conn.execute(_ANY_TO_PUBLISH, window).first() is None:
+                return 0
         with self.store.begin(serial=False) as conn:
-            due = relaxed(conn).execute(_DUE, {"_now": now}).scalars().all()
-            later = conn.execute(_LATER, {"_from": now + self.topology.tiers[0] / 1000}).all() \
-                if self.topology.tiers else []
-            published = list(due)
-            for item_id in due:
-                publisher.publish(item_id, self.topology.work)
-            for row in later:
+            published = []
+            for row in relaxed(conn).execute(_PUBLISHING, window):
                 queue = self.topology.route(row.available_at - time.time())
                 if queue is not None:  # else it came under the shortest tier meanwhile: published when due
                     publisher.publish(row.id, queue)
