@@ -47,6 +47,7 @@ RECOVER_EVERY_SECONDS = 10.0
 # Overdue receipts are looked for this often at most (more often when a partner's timeout is shorter).
 SWEEP_RECEIPTS_EVERY_SECONDS = 1.0
 CHECKPOINT_EVERY_SECONDS = 1.0
+WAIT_STEP_SECONDS = 0.2  # how soon the main thread sees a stop a signal asked for
 # Recovery leaves alone what was claimed (renamed into intake/, which sets the file's ctime) less than this ago:
 # with several hub processes on one store, a live one may have claimed it and be storing it now. Its owner
 # stores it within milliseconds; should both store it anyway, the hub id (the primary key) keeps one.
@@ -212,6 +213,7 @@ class Hub:
                                           lambda: self.jobs.role)
         self.status_server: StatusServer | None = None
         self._stop = threading.Event()
+        self._stop_requested = False
         self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
@@ -245,12 +247,16 @@ class Hub:
         log.info("hub stopped")
 
     def request_stop(self) -> None:
-        """Safe from a signal handler: the main thread's wait() returns and it calls stop()."""
-        self._stop.set()
+        """For a signal handler: it only sets a flag, which wait() sees within WAIT_STEP_SECONDS. A handler runs in
+        the main thread wherever the signal finds it: had it set the stop event, as it did, and the signal come
+        while the main thread held that event's lock (inside its wait), it would have waited for itself forever,
+        and the hub ran on deaf to signals (seen once in a test run)."""
+        self._stop_requested = True
 
     def wait(self) -> None:
-        while not self._stop.wait(0.5):
-            pass
+        """Until request_stop(); then the caller calls stop()."""
+        while not self._stop_requested:
+            time.sleep(WAIT_STEP_SECONDS)
 
     def _spawn(self, name: str, target: object) -> None:
         thread = threading.Thread(target=target, name=name, daemon=True)  # type: ignore[arg-type]

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -172,6 +173,35 @@ def test_kill_9_in_the_middle_of_500_pending_policies(tmp_path: Path) -> None:
     assert all(r["returnStatus"] == 120 for r in receipts)
     assert not exchange.files("insurer", "rejected") and not exchange.files("insurer", "intake")
     assert not exchange.files("insurer", "in")
+
+
+def test_a_stop_signal_is_heard_even_while_the_main_thread_holds_a_lock(tmp_path: Path) -> None:
+    """SIGTERM's handler runs in the main thread, wherever the signal finds it. When it set the hub's stop event
+    and the signal came while the main thread was inside that event's wait (holding its lock), the handler waited
+    for itself forever and the hub never stopped (a test run left one running). Here the main thread's place is
+    taken by a thread holding every lock the hub's stop machinery has; the handler must return at once, and
+    wait() must then return."""
+    from hub.app import Hub
+    from hub.config import DEFAULT_CONFIG, load_config
+
+    hub = Hub(load_config(DEFAULT_CONFIG, environ=hub_environ(tmp_path)))
+    returned = threading.Event()
+
+    def interrupted_main_thread() -> None:
+        locks = [value._cond for value in vars(hub).values() if isinstance(value, threading.Event)]
+        for lock in locks:
+            lock.acquire()
+        hub.request_stop()  # the signal handler, in the thread that holds them
+        hub.wait()
+        returned.set()
+        for lock in locks:
+            lock.release()
+
+    threading.Thread(target=interrupted_main_thread, daemon=True).start()
+    stopped = returned.wait(5)
+    if stopped:  # else its locks stay held by the stuck thread, and stop() would wait for them too
+        hub.stop()
+    assert stopped, "the stop request waited for a lock its own thread held: the hub would run on"
 
 
 def test_a_bad_config_stops_start_up_with_one_line_and_exit_code_2(tmp_path: Path) -> None:
