@@ -40,7 +40,7 @@ from sqlalchemy import bindparam, select, update
 from hub.config import HubConfig
 from hub.errors import RETRIES_EXHAUSTED, HubError
 from hub.store import Store, work
-from hub.workqueue import WAITING, DbWorkQueue, WorkItem, reap, relaxed
+from hub.workqueue import ASYNC_COMMIT_RETURNED, WAITING, DbWorkQueue, WorkItem, reap, relaxed
 
 log = logging.getLogger("hub.rabbitqueue")
 
@@ -59,7 +59,7 @@ _CLAIM = (
            work.c.available_at <= bindparam("_now"))
     .values(state="leased", lease_owner=bindparam("owner"), lease_until=bindparam("lease_until"),
             attempts=work.c.attempts + 1)
-    .returning(work.c.id, work.c.kind, work.c.message, work.c.attempts)
+    .returning(work.c.id, work.c.kind, work.c.message, work.c.attempts, ASYNC_COMMIT_RETURNED)
 )
 # A delivery that came back from a retry tier before its row's time: the relay publishes it again when due.
 _EARLY = (

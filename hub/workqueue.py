@@ -93,6 +93,11 @@ _IDS = work.c.id.in_(bindparam("_ids", expanding=True))
 _LEASED = {"state": "leased", "lease_owner": bindparam("owner"), "lease_until": bindparam("lease_until"),
            "attempts": work.c.attempts + 1}
 _LEASE = update(work).where(_IDS).values(_LEASED)
+# PostgreSQL: a claim's commit need not wait for its WAL flush (see relaxed()); a statement outside a transaction
+# says so in what it returns: set_config(..., true) lasts to the end of the statement's own transaction, and is
+# evaluated only when a row is claimed (a claim that finds nothing writes nothing to flush). Measured here on a
+# one-row UPDATE: 0.38 -> 0.22 ms, and the kernel's work for one fsync saved.
+ASYNC_COMMIT_RETURNED = func.set_config("synchronous_commit", "off", True).label("async_commit")
 # PostgreSQL: the claim in one statement, outside any transaction (one round trip, not five); the rows others
 # hold are skipped. The alias keeps the subquery's own FROM (else it would be correlated with the UPDATE's).
 _picked = work.alias("picked")
@@ -103,7 +108,7 @@ _CLAIM_NEXT = (
         .order_by(_picked.c.available_at, _picked.c.id).limit(bindparam("_limit"))
         .with_for_update(skip_locked=True)))
     .values(_LEASED)
-    .returning(work.c.id, work.c.kind, work.c.message, work.c.attempts, work.c.available_at)
+    .returning(work.c.id, work.c.kind, work.c.message, work.c.attempts, work.c.available_at, ASYNC_COMMIT_RETURNED)
 )
 _REAP = (
     update(work)
@@ -124,9 +129,10 @@ _ASYNC_COMMIT = text("SET LOCAL synchronous_commit TO OFF")
 
 
 def relaxed(conn: Connection) -> Connection:
-    """PostgreSQL: this transaction's commit does not wait for its WAL flush. Only for the RabbitMQ relay's
-    queue marks: a server crash may forget one, and then the row is simply published again (the worker that
-    claims it twice drops the second delivery), and the pass holds its rows' locks for no flush."""
+    """PostgreSQL: this transaction's commit does not wait for its WAL flush. Only for claims and the RabbitMQ
+    relay's queue marks: a server crash may forget one, and then the row is simply claimed or published again
+    (a worker still running it loses at complete(), whose commit is durable; the worker that claims a row twice
+    drops the second delivery)."""
     if conn.dialect.name == "postgresql":
         conn.execute(_ASYNC_COMMIT)
     return conn
