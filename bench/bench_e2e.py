@@ -1,10 +1,10 @@
 """End to end: the running hub's sustained throughput and latency per backend, against the bare floor
 
-The hub runs as its own process (`python run_hub.py`, the default config with overrides), its store in a
-temporary folder under var/, with 2 workers: on the embedded default, 2 worker threads of one process (as `make run` runs it), and
-again as 2 hub processes of one worker on one SQLite file (they queue for its one writer); on the PostgreSQL
-backends, 2 hub processes of one worker each, the way they scale out (one process's threads share one core,
-under Python's global lock). This process plays the partners through the drop folders. The mix: seven
+The hub runs as its own process (`python run_hub.py`, the default config with overrides), its store in a temporary
+folder under var/, with 2 workers: on the embedded default, 2 worker threads of one process (as `make run` runs
+it), and again as 2 hub processes of one worker on one SQLite file (they queue for its one writer); on the
+PostgreSQL backends, 2 hub processes of one worker each, the way they scale out (one process's threads share one
+core, under Python's global lock). This process plays the partners through the drop folders. The mix: seven
 message types that each open a conversation, so any number can flow (insurer → platform: PendingPolicy,
 RiskArticle; platform → insurer, signed by the hub with a software RSA-2048 key (rsa-sha256):
 InsuranceInquiry, AgreementSignRequest, TradeRegistration in both modes; platform → customs, signed the same
