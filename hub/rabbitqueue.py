@@ -368,7 +368,7 @@ class ConfirmedPublisher:
         while self.unconfirmed:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise TimeoutError(f"RabbitMQ confirmed none of {len(self.unconfirmed)} messages within "
+                raise TimeoutError(f"{len(self.unconfirmed)} messages still unconfirmed by RabbitMQ after "
                                    f"{CONFIRM_TIMEOUT_SECONDS:.0f} s")
             self.connection.drain_events(timeout=remaining)
         if self.refused:
