@@ -17,6 +17,8 @@ from pathlib import Path
 from threading import Event, Thread
 
 import pytest
+from amqp.exceptions import MessageNacked
+from kombu import Connection
 from sqlalchemy import event as sqlalchemy_event
 from sqlalchemy import select
 
@@ -295,8 +297,8 @@ def test_rabbitmq_parks_work_its_workers_never_acknowledge_and_replay_brings_it_
 
 
 def test_rabbitmq_relay_marks_nothing_queued_that_the_broker_refused(tmp_path: Path) -> None:
-    """The relay waits for the broker's confirms once per batch: when RabbitMQ refuses some of a batch (here its
-    work queue is full, by a policy), none of the batch is marked queued, and the next relay publishes it all."""
+    """The relay waits for the broker's confirms once per batch: when RabbitMQ refuses a batch's messages (here its
+    work queue is full, by a policy), none of the batch is marked queued, and a later relay publishes it all."""
     with backend_environ("rabbitmq") as env:
         config = load_config(DEFAULT_CONFIG, environ=hub_environ(tmp_path, **env))
         store = Store(config.store.url)
@@ -314,7 +316,7 @@ def test_rabbitmq_relay_marks_nothing_queued_that_the_broker_refused(tmp_path: P
                             '{"max-length": 1, "overflow": "reject-publish"}'], check=True, capture_output=True)
             wait_for(lambda: _refuses(queue, conn), what="the policy in force")
 
-            with pytest.raises(Exception, match="RabbitMQ refused 3 of the messages published"):
+            with pytest.raises(MessageNacked, match="RabbitMQ refused 3 of the messages published"):
                 queue.relay(ConfirmedPublisher(conn))
             assert _work_states(store) == ["ready"] * 3, "a refused batch is not marked queued"
 
@@ -330,13 +332,13 @@ def test_rabbitmq_relay_marks_nothing_queued_that_the_broker_refused(tmp_path: P
             store.close()
 
 
-def _refuses(queue: RabbitWorkQueue, conn: object) -> bool:
+def _refuses(queue: RabbitWorkQueue, conn: Connection) -> bool:
     """Whether the work queue refuses a publish now (it then holds one message: the policy's maximum)."""
-    publisher = ConfirmedPublisher(conn)  # type: ignore[arg-type]
+    publisher = ConfirmedPublisher(conn)
     publisher.publish(0, queue.topology.work)
     try:
         publisher.confirm()
-    except Exception:
+    except MessageNacked:
         return True
     return False
 
