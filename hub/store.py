@@ -527,14 +527,6 @@ class Store:
                                       exc, dialect.loaded_dbapi.Error) from exc
 
     @staticmethod
-    def _hold(conn: Connection, statement: Any, values: dict[str, Any]) -> None:
-        held = conn.info.get(_HELD)
-        if held is None:
-            conn.execute(statement, values)
-        else:
-            held.setdefault((statement, tuple(values)), []).append(values)
-
-    @staticmethod
     def look_ahead(conn: Connection, seen: list[tuple[str, str]], versions: list[tuple[str, str, str]],
                    conversations_: list[tuple[str, str]], answers: list[tuple[str, str, str]]) -> None:
         """Read what a batch of decisions will look up (first_seen, first_version, conversation, and whether a
@@ -571,7 +563,7 @@ class Store:
         values.setdefault("id", new_id())
         values.setdefault("created_at", now)
         values.setdefault("updated_at", now)
-        Store._hold(conn, _INSERT_MESSAGE, values)
+        Store.insert_rows(conn, _INSERT_MESSAGE, [values])
         Store.add_event(conn, values["id"], values["state"], event_detail)
         return str(values["id"])
 
@@ -658,7 +650,7 @@ class Store:
     @staticmethod
     def mark_seen(conn: Connection, partner: str, message_id: str, first: str) -> None:
         Store._written(conn, ("seen", partner, message_id))
-        Store._hold(conn, _INSERT_SEEN, {"partner": partner, "message_id": message_id, "first": first})
+        Store.insert_rows(conn, _INSERT_SEEN, [{"partner": partner, "message_id": message_id, "first": first}])
 
     @staticmethod
     def first_version(conn: Connection, message_type: str, business_key: str, version: str) -> str | None:
@@ -671,8 +663,8 @@ class Store:
     @staticmethod
     def mark_version(conn: Connection, message_type: str, business_key: str, version: str, first: str) -> None:
         Store._written(conn, ("version", message_type, business_key, version))
-        Store._hold(conn, _INSERT_VERSION, {"message_type": message_type, "business_key": business_key,
-                                            "version": version, "first": first})
+        Store.insert_rows(conn, _INSERT_VERSION, [{"message_type": message_type, "business_key": business_key,
+                                                   "version": version, "first": first}])
 
     @staticmethod
     def receipt_of(conn: Connection, message: str) -> Any:
@@ -759,9 +751,9 @@ class Store:
         now = time.time()
         Store._written(conn, ("conversation", family, business_key))
         if opens:
-            Store._hold(conn, _INSERT_CONVERSATION, {"family": family, "business_key": business_key,
-                                                     "enterprise": enterprise, "state": state, "created_at": now,
-                                                     "updated_at": now})
+            Store.insert_rows(conn, _INSERT_CONVERSATION, [{"family": family, "business_key": business_key,
+                                                            "enterprise": enterprise, "state": state,
+                                                            "created_at": now, "updated_at": now}])
         else:
             conn.execute(_UPDATE_CONVERSATION, {"_family": family, "_key": business_key, "state": state,
                                                 "updated_at": now})
