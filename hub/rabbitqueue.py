@@ -40,7 +40,7 @@ from sqlalchemy import bindparam, select, update
 from hub.config import HubConfig
 from hub.errors import RETRIES_EXHAUSTED, HubError
 from hub.store import Store, work
-from hub.workqueue import ASYNC_COMMIT_RETURNED, WAITING, DbWorkQueue, WorkItem, reap, relaxed
+from hub.workqueue import ASYNC_COMMIT_RETURNED, LEASED, WAITING, DbWorkQueue, WorkItem, reap, relaxed
 
 log = logging.getLogger("hub.rabbitqueue")
 
@@ -57,8 +57,7 @@ _CLAIM = (
     update(work)
     .where(work.c.id.in_(bindparam("_ids", expanding=True)), work.c.state.in_(WAITING),
            work.c.available_at <= bindparam("_now"))
-    .values(state="leased", lease_owner=bindparam("owner"), lease_until=bindparam("lease_until"),
-            attempts=work.c.attempts + 1)
+    .values(LEASED)
     .returning(work.c.id, work.c.kind, work.c.message, work.c.attempts, ASYNC_COMMIT_RETURNED)
 )
 # A delivery that came back from a retry tier before its row's time: the relay publishes it again when due.

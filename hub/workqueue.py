@@ -90,9 +90,10 @@ _NEXT_READY = (
     .limit(bindparam("_limit"))
 )
 _IDS = work.c.id.in_(bindparam("_ids", expanding=True))
-_LEASED = {"state": "leased", "lease_owner": bindparam("owner"), "lease_until": bindparam("lease_until"),
-           "attempts": work.c.attempts + 1}
-_LEASE = update(work).where(_IDS).values(_LEASED)
+# A claimed row's new values, whichever queue claims it.
+LEASED = {"state": "leased", "lease_owner": bindparam("owner"), "lease_until": bindparam("lease_until"),
+          "attempts": work.c.attempts + 1}
+_LEASE = update(work).where(_IDS).values(LEASED)
 # PostgreSQL: a claim's commit need not wait for its WAL flush (see relaxed()); a statement outside a transaction
 # says so in what it returns: set_config(..., true) lasts to the end of the statement's own transaction, and is
 # evaluated only when a row is claimed (a claim that finds nothing writes nothing to flush). Measured here on a
@@ -107,7 +108,7 @@ _CLAIM_NEXT = (
         select(_picked.c.id).where(_picked.c.state == "ready", _picked.c.available_at <= bindparam("_now"))
         .order_by(_picked.c.available_at, _picked.c.id).limit(bindparam("_limit"))
         .with_for_update(skip_locked=True)))
-    .values(_LEASED)
+    .values(LEASED)
     .returning(work.c.id, work.c.kind, work.c.message, work.c.attempts, work.c.available_at, ASYNC_COMMIT_RETURNED)
 )
 _REAP = (
