@@ -323,13 +323,13 @@ class Pipeline:
         ids = [row.id for _item, row, _prepared in ready]
         try:
             with self.store.begin() as conn:
-                states = self.store.states_of(conn, ids)
-                deciding = [(row, prepared) for _item, row, prepared in ready
-                            if prepared is not None and states[row.id] in _UNDECIDED]
-                self._look_ahead(conn, deciding)
-                for row, prepared in deciding:
-                    self._decide_one(conn, row, prepared)
-                decided, pending = self.store.get_heads(conn, ids), self.store.pending_answers(conn, ids)
+                # Looked ahead for every prepared message, with their states: one round trip on PostgreSQL.
+                candidates = [(row, prepared) for _item, row, prepared in ready if prepared is not None]
+                states = self._look_ahead(conn, ids, candidates)
+                for row, prepared in candidates:
+                    if states[row.id] in _UNDECIDED:
+                        self._decide_one(conn, row, prepared)
+                decided, pending = self.store.decided(conn, ids)
         except Exception as exc:
             if len(ready) == 1:
                 self._failed(ready[0][0], exc)
@@ -343,17 +343,19 @@ class Pipeline:
         items = [item for item, _row, _prepared in ready]
         self._guarded(items, lambda: self._follow_through(items, [decided[i] for i in ids], pending))
 
-    def _look_ahead(self, conn: Connection, deciding: list[tuple[Any, Prepared | Refused | DxpResponse]]) -> None:
-        """What _accept will look up for the batch, read together: each message id's first sender, each version,
-        each conversation and whether it awaits the sender's receipt."""
+    def _look_ahead(self, conn: Connection, ids: list[str],
+                    deciding: list[tuple[Any, Prepared | Refused | DxpResponse]]) -> dict[str, str]:
+        """The states of messages `ids`, and what _accept will look up for the batch, read together: each message
+        id's first sender, each version, each conversation and whether it awaits the sender's receipt."""
         accepting = [(row.partner, prepared) for row, prepared in deciding
                      if isinstance(prepared, Prepared) and not isinstance(prepared.message, Receipt)]
         keyed = [(sender, each.message, key, each.version) for sender, each in accepting
                  if (key := each.message.business_key()) is not None and each.version is not None]
-        self.store.look_ahead(conn, seen=[(sender, each.message.message_id) for sender, each in accepting],
-                              versions=[(message.message_type, key, version) for _s, message, key, version in keyed],
-                              conversations_=[(message.family, key) for _s, message, key, _v in keyed],
-                              answers=[(sender, message.family, key) for sender, message, key, _v in keyed])
+        return self.store.look_ahead(
+            conn, ids, seen=[(sender, each.message.message_id) for sender, each in accepting],
+            versions=[(message.message_type, key, version) for _s, message, key, version in keyed],
+            conversations_=[(message.family, key) for _s, message, key, _v in keyed],
+            answers=[(sender, message.family, key) for sender, message, key, _v in keyed])
 
     def _decide_one(self, conn: Connection, row: Any, prepared: Prepared | Refused | DxpResponse) -> None:
         if not isinstance(prepared, DxpResponse) and prepared.taken is not None:

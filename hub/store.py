@@ -17,6 +17,7 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
+from psycopg.rows import namedtuple_row
 from sqlalchemy import (
     Column,
     Connection,
@@ -43,7 +44,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.sql import Delete, Insert, Update
+from sqlalchemy.sql import Delete, Insert, Select, Update
 
 metadata = MetaData()
 
@@ -206,6 +207,9 @@ _EVENTS = "hub_events"  # a write transaction's events, inserted when it ends
 # and when it ends. Updates and deletes do not wait for them: none touches a row not yet read or inserted.
 _HELD = "hub_held"
 _KNOWN = "hub_known"  # what a batch of decisions will look up, read ahead in one statement per table
+# PostgreSQL: a serial write transaction owes its lock (_SERIAL_WRITES) until its first statement, and sends it
+# with that one: a round trip fewer, and with read_together none of its own.
+_OWED_LOCK = "hub_owed_lock"
 
 # Statements built once: the hot path passes only parameters. Building them per call (`.values(**kw)`) spent
 # most of the hub's time in SQLAlchemy's statement coercion and cache-key generation (measured).
@@ -260,14 +264,14 @@ _SEEN_KEY = (seen_messages.c.partner, seen_messages.c.message_id)
 _VERSION_KEY = (seen_versions.c.message_type, seen_versions.c.business_key, seen_versions.c.version)
 _CONVERSATION_KEY = (conversations.c.family, conversations.c.business_key)
 _SENT_IN_CONVERSATION = (messages.c.partner, messages.c.family, messages.c.business_key)
-# What a batch's decisions look up, read ahead (Store.look_ahead): by kind, the key's width and a statement that
-# selects the key's columns, then what is known of the key.
+# What a batch's decisions look up, read ahead (Store.look_ahead): by kind, the key's columns and a statement that
+# selects them and what is known of the key (its last column; a conversation: the whole row).
 _LOOK_AHEAD = {
-    "seen": (2, select(*_SEEN_KEY, seen_messages.c.first).where(_each_in(*_SEEN_KEY))),
-    "version": (3, select(*_VERSION_KEY, seen_versions.c.first).where(_each_in(*_VERSION_KEY))),
-    "conversation": (2, select(*_CONVERSATION_KEY, *conversations.c).where(_each_in(*_CONVERSATION_KEY))),
+    "seen": (_SEEN_KEY, select(*_SEEN_KEY, seen_messages.c.first).where(_each_in(*_SEEN_KEY))),
+    "version": (_VERSION_KEY, select(*_VERSION_KEY, seen_versions.c.first).where(_each_in(*_VERSION_KEY))),
+    "conversation": (_CONVERSATION_KEY, select(conversations).where(_each_in(*_CONVERSATION_KEY))),
     # How many messages the hub sent in a (partner, family, business key) conversation await their receipt.
-    "awaited": (3, select(*_SENT_IN_CONVERSATION, func.count()).where(
+    "awaited": (_SENT_IN_CONVERSATION, select(*_SENT_IN_CONVERSATION, func.count()).where(
         messages.c.id == awaited_receipts.c.message, messages.c.direction == "out", _each_in(*_SENT_IN_CONVERSATION)
     ).group_by(*_SENT_IN_CONVERSATION)),
 }
@@ -303,13 +307,13 @@ def advisory_key(name: str) -> int:
 # PostgreSQL: a write transaction takes this lock first, so the pipeline's check-then-write decisions (seen
 # before? the conversation's state?) are serialised across processes as SQLite serialises them; under READ
 # COMMITTED alone two copies of one message both passed the seen-check. The queue's claims skip it (row locks).
-_SERIAL_WRITES = text("SELECT pg_advisory_xact_lock(:key)").bindparams(key=advisory_key("hub writes"))
+_SERIAL_WRITES = f"SELECT pg_advisory_xact_lock({advisory_key('hub writes')})"
 
 
 def _inserting_held_rows_first(engine: Engine) -> Engine:
     @event.listens_for(engine, "before_execute")
     def _insert_held(conn: Connection, clause: Any, *_args: Any) -> None:
-        if conn.info.get(_HELD) and not isinstance(clause, Update | Delete):
+        if conn.info.get(_OWED_LOCK) or (conn.info.get(_HELD) and not isinstance(clause, Update | Delete)):
             Store.insert_held(conn)
 
     return engine
@@ -367,12 +371,36 @@ def _insert_text(dialect: Any, table: Any, names: list[str], marker: str) -> str
             f"VALUES ({', '.join([marker] * len(names))})")
 
 
-def _in_one_pipeline(driver: Any, sets: list[tuple[str, list[tuple[Any, ...]]]]) -> None:
-    """psycopg sends the statements without waiting for each one's answer, then waits once for all of them."""
-    if sets:
-        with driver.pipeline(), driver.cursor() as cursor:
-            for query, values in sets:
-                cursor.executemany(query, values)
+def _in_one_pipeline(driver: Any, sets: list[tuple[str, list[Any]]], reads: list[tuple[str, Any]]) -> list[list[Any]]:
+    """psycopg sends the statements, then `reads`, without waiting for each one's answer, then waits once for all
+    of them; returns each read's rows (their columns' names are their attributes, as SQLAlchemy's rows)."""
+    if not sets and not reads:
+        return []
+    cursors = [driver.cursor(row_factory=namedtuple_row) for _ in reads]
+    try:
+        with driver.pipeline():
+            with driver.cursor() as cursor:
+                for query, values in sets:
+                    cursor.executemany(query, values)
+            for cursor, (query, params) in zip(cursors, reads, strict=True):
+                cursor.execute(query, params)
+        return [cursor.fetchall() for cursor in cursors]
+    finally:
+        for cursor in cursors:
+            cursor.close()
+
+
+_COMPILED: dict[tuple[Any, Any], Any] = {}
+
+
+def _sql(dialect: Any, statement: Select[Any], params: dict[str, Any]) -> tuple[str, Any]:
+    """The statement's SQL for `dialect` with its lists expanded, and its parameters, for the driver (compiled
+    once per statement: compiling is most of what SQLAlchemy spends on a statement)."""
+    compiled = _COMPILED.get((statement, dialect))
+    if compiled is None:
+        compiled = _COMPILED[(statement, dialect)] = statement.compile(dialect=dialect)
+    expanded = compiled.construct_expanded_state(params)
+    return expanded.statement, expanded.parameters
 
 
 class _SqliteWriter:
@@ -437,7 +465,7 @@ class Store:
         where row locks alone keep writers apart (the work queue's claim); SQLite serialises every writer."""
         with self._writer, self.engine.connect().execution_options(**{_WRITE: True}) as conn, conn.begin():
             if serial and not self.is_sqlite:
-                conn.execute(_SERIAL_WRITES)
+                conn.info[_OWED_LOCK] = True  # taken before anything else the transaction sends
             events = conn.info[_EVENTS] = []
             conn.info[_HELD] = {}
             try:
@@ -447,6 +475,7 @@ class Store:
             finally:
                 del conn.info[_EVENTS], conn.info[_HELD]
                 conn.info.pop(_KNOWN, None)
+                conn.info.pop(_OWED_LOCK, None)
 
     @contextmanager
     def one_statement(self) -> Iterator[Connection]:
@@ -477,12 +506,19 @@ class Store:
     @staticmethod
     def insert_held(conn: Connection) -> None:
         """Insert the rows held back (see _HELD), new messages first (every other table refers to them)."""
+        Store.read_together(conn, [])
+
+    @staticmethod
+    def read_together(conn: Connection, reads: list[tuple[Select[Any], dict[str, Any]]]) -> list[list[Any]]:
+        """SELECTs of a write transaction, each with its parameters, after what it owes first (its lock, its held
+        inserts): on PostgreSQL all in one round trip, else one by one. Returns each one's rows."""
         held = conn.info.get(_HELD)
+        sets = []
         if held:
             conn.info[_HELD] = {}
             sets = sorted(((statement, rows) for (statement, _columns), rows in held.items()),
                           key=lambda each: each[0].table is not messages)
-            Store._insert_sets(conn, sets)
+        return Store._insert_sets(conn, sets, reads)
 
     @staticmethod
     def insert_rows(conn: Connection, statement: Insert, rows: list[dict[str, Any]]) -> None:
@@ -492,19 +528,20 @@ class Store:
             return
         held = conn.info.get(_HELD)
         if held is None:
-            Store._insert_sets(conn, [(statement, rows)])
+            Store._insert_sets(conn, [(statement, rows)], [])
         else:
             held.setdefault((statement, tuple(rows[0])), []).extend(rows)
 
     @staticmethod
-    def _insert_sets(conn: Connection, sets: list[tuple[Insert, list[dict[str, Any]]]]) -> None:
-        """Each set of rows in one statement, in order, straight to the driver: SQLAlchemy's executemany spent
-        about 0.5 ms a message preparing each row's parameters. On SQLite by executemany. On PostgreSQL a large set
-        by COPY (30 rows: 0.35 ms of client CPU, against psycopg's executemany's 1.2 ms), and the small ones
-        together in one pipeline: one round trip for all of them, not one or two each (a decision's few inserts
-        took seven)."""
+    def _insert_sets(conn: Connection, sets: list[tuple[Insert, list[dict[str, Any]]]],
+                     reads: list[tuple[Select[Any], dict[str, Any]]]) -> list[list[Any]]:
+        """Each set of rows in one statement, in order, straight to the driver (SQLAlchemy's executemany spent
+        about 0.5 ms a message preparing each row's parameters), then `reads`; returns their rows. On SQLite by
+        executemany. On PostgreSQL a large set by COPY (30 rows: 0.35 ms of client CPU, against psycopg's
+        executemany's 1.2 ms), and the small ones together in one pipeline with the owed lock before them and the
+        reads after: one round trip for all of them, not one or two each (a decision's few inserts took seven)."""
         dialect, driver = conn.dialect, conn.connection.driver_connection
-        small: list[tuple[str, list[tuple[Any, ...]]]] = []
+        small: list[tuple[str, list[Any]]] = [(_SERIAL_WRITES, [()])] if conn.info.pop(_OWED_LOCK, False) else []
         try:
             for statement, rows in sets:
                 table, names = statement.table, list(rows[0])
@@ -514,35 +551,43 @@ class Store:
                 elif len(rows) < _COPY_FROM_ROWS:
                     small.append((_insert_text(dialect, table, names, "%s"), values))
                 else:
-                    _in_one_pipeline(driver, small)
+                    _in_one_pipeline(driver, small, [])
                     small = []
                     columns = ", ".join(dialect.identifier_preparer.quote(name) for name in names)
                     with driver.cursor() as cursor, cursor.copy(  # type: ignore[union-attr]
                             f"COPY {dialect.identifier_preparer.format_table(table)} ({columns}) FROM STDIN") as copy:
                         for each in values:
                             copy.write_row(each)
-            _in_one_pipeline(driver, small)
+            if dialect.name != "postgresql":
+                return [list(conn.execute(statement, params)) for statement, params in reads]
+            return _in_one_pipeline(driver, small, [_sql(dialect, statement, params) for statement, params in reads])
         except dialect.loaded_dbapi.Error as exc:  # the same errors as any statement's (retry knows them)
-            raise DBAPIError.instance(f"INSERT held rows into {', '.join(s.table.name for s, _ in sets)}", None,
-                                      exc, dialect.loaded_dbapi.Error) from exc
+            tables = ", ".join(s.table.name for s, _ in sets) or "no table"
+            raise DBAPIError.instance(f"INSERT held rows into {tables}; {len(reads)} SELECTs", None, exc,
+                                      dialect.loaded_dbapi.Error) from exc
 
     @staticmethod
-    def look_ahead(conn: Connection, seen: list[tuple[str, str]], versions: list[tuple[str, str, str]],
-                   conversations_: list[tuple[str, str]], answers: list[tuple[str, str, str]]) -> None:
-        """Read what a batch of decisions will look up (first_seen, first_version, conversation, and whether a
-        conversation awaits a partner's receipt) in one statement per table, in the write transaction that decides
-        them; a key the batch then writes is read again. Decisions never add awaited receipts (deliveries do)."""
+    def look_ahead(conn: Connection, ids: list[str], seen: list[tuple[str, str]], versions: list[tuple[str, str, str]],
+                   conversations_: list[tuple[str, str]], answers: list[tuple[str, str, str]]) -> dict[str, str]:
+        """The states of messages `ids` and what a batch of decisions on them will look up (first_seen,
+        first_version, conversation, and whether a conversation awaits a partner's receipt), read at the start of
+        the write transaction that decides them: one statement per table, all in one round trip on PostgreSQL.
+        A key the batch then writes is read again. Decisions never add awaited receipts (deliveries do)."""
+        asked = [(kind, keys) for kind, keys in (("seen", seen), ("version", versions),
+                                                 ("conversation", conversations_), ("awaited", answers)) if keys]
+        states, *found = Store.read_together(conn, [(_GET_STATES, {"_ids": ids}), *(
+            (_LOOK_AHEAD[kind][1], {f"_k{n}": sorted({key[n] for key in keys}) for n in range(len(keys[0]))})
+            for kind, keys in asked)])
         known: dict[tuple[str, ...], Any] = {}
-        for kind, keys in (("seen", seen), ("version", versions), ("conversation", conversations_),
-                           ("awaited", answers)):
-            if not keys:
-                continue
-            width, statement = _LOOK_AHEAD[kind]
+        for (kind, keys), rows in zip(asked, found, strict=True):
             known.update({(kind, *key): None for key in keys})
-            for row in conn.execute(statement, {f"_k{n}": sorted({key[n] for key in keys}) for n in range(width)}):
+            columns = [column.name for column in _LOOK_AHEAD[kind][0]]
+            for row in rows:
                 # seen and version: the first message's hub id; a conversation: its row; awaited: how many
-                known[(kind, *row[:width])] = row if kind == "conversation" else row[width]
+                key = (kind, *(getattr(row, name) for name in columns))
+                known[key] = row if kind == "conversation" else row[-1]
         conn.info[_KNOWN] = known
+        return {row.id: row.state for row in states}
 
     @staticmethod
     def _looked_up(conn: Connection, key: tuple[str, ...]) -> tuple[bool, Any]:
@@ -615,18 +660,12 @@ class Store:
         return {row.id: row for row in conn.execute(_GET_MESSAGES, {"_ids": ids})}
 
     @staticmethod
-    def get_heads(conn: Connection, ids: list[str]) -> dict[str, Any]:
-        return {row.id: row for row in conn.execute(_GET_HEADS, {"_ids": ids})}
-
-    @staticmethod
-    def states_of(conn: Connection, ids: list[str]) -> dict[str, str]:
-        return {row.id: row.state for row in conn.execute(_GET_STATES, {"_ids": ids})}
-
-    @staticmethod
-    def pending_answers(conn: Connection, ids: list[str]) -> list[Any]:
-        """What the hub stored to send for these inbound messages (forwarded copy, receipt, DxpRep), not yet
-        sent (pending) or perhaps sent (delivering: staged, and perhaps shown to the partner), oldest first."""
-        return list(conn.execute(_PENDING_ANSWERS, {"_ids": ids}))
+    def decided(conn: Connection, ids: list[str]) -> tuple[dict[str, Any], list[Any]]:
+        """Inbound messages `ids` as decided (without their bytes), and what the hub stored to send for them
+        (forwarded copy, receipt, DxpRep) not yet sent (pending) or perhaps sent (delivering: staged, and perhaps
+        shown to the partner), oldest first: read together, on PostgreSQL with the held inserts."""
+        heads, pending = Store.read_together(conn, [(_GET_HEADS, {"_ids": ids}), (_PENDING_ANSWERS, {"_ids": ids})])
+        return {row.id: row for row in heads}, pending
 
     @staticmethod
     def stored(conn: Connection, ids: list[str]) -> set[str]:
