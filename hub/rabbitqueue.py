@@ -40,7 +40,7 @@ from sqlalchemy import bindparam, select, update
 from hub.config import HubConfig
 from hub.errors import RETRIES_EXHAUSTED, HubError
 from hub.store import Store, work
-from hub.workqueue import ASYNC_COMMIT_RETURNED, LEASED, WAITING, DbWorkQueue, WorkItem, reap, relaxed
+from hub.workqueue import ASYNC_COMMIT_RETURNED, LEASED, WAITING, DbWorkQueue, WorkItem, reap
 
 log = logging.getLogger("hub.rabbitqueue")
 
@@ -67,19 +67,31 @@ _EARLY = (
            work.c.available_at > bindparam("_now"))
     .values(state="ready")
 )
-# What the relay publishes: rows due now (to work) and rows due later than the shortest tier (to a tier); a row
-# due sooner than that waits here until due.
-_TO_PUBLISH = (work.c.state == "ready") & (
-    (work.c.available_at <= bindparam("_now")) | (work.c.available_at >= bindparam("_from")))
-_ANY_TO_PUBLISH = select(work.c.id).where(_TO_PUBLISH).limit(1)
-_PUBLISHING = (
-    select(work.c.id, work.c.available_at).where(_TO_PUBLISH)
-    .order_by(work.c.available_at, work.c.id).limit(RELAY_BATCH).with_for_update(skip_locked=True)
-)
-_QUEUED = (
-    update(work).where(work.c.id.in_(bindparam("_ids", expanding=True)), work.c.state == "ready")
+
+
+def _to_publish(rows: Any) -> Any:
+    """What the relay publishes: rows due now (to work) and rows due later than the shortest tier (to a tier); a
+    row due sooner than that waits here until due."""
+    return (rows.c.state == "ready") & (
+        (rows.c.available_at <= bindparam("_now")) | (rows.c.available_at >= bindparam("_from")))
+
+
+_ANY_TO_PUBLISH = select(work.c.id).where(_to_publish(work)).limit(1)
+# A batch to publish, marked queued in the transaction that publishes it (rolled back if the broker does not
+# confirm it), in one statement: the rows other relays hold are skipped. Its commit need not wait for the WAL
+# flush (see ASYNC_COMMIT_RETURNED): a row a server crash forgets is published again, and its second delivery
+# dropped.
+_picked = work.alias("picked")
+_QUEUE_NEXT = (
+    update(work)
+    .where(work.c.id.in_(
+        select(_picked.c.id).where(_to_publish(_picked))
+        .order_by(_picked.c.available_at, _picked.c.id).limit(RELAY_BATCH).with_for_update(skip_locked=True)))
     .values(state="queued")
+    .returning(work.c.id, work.c.available_at, ASYNC_COMMIT_RETURNED)
 )
+# A row of the batch that came under the shortest tier meanwhile: the relay publishes it when due.
+_NOT_YET = update(work).where(work.c.id.in_(bindparam("_ids", expanding=True))).values(state="ready")
 # Rows queued long ago and never claimed: their message is gone (a broker that lost it): publish them again.
 _REQUEUE = (
     update(work).where(work.c.state == "queued", work.c.available_at < bindparam("_before")).values(state="ready")
@@ -248,25 +260,30 @@ class RabbitWorkQueue(DbWorkQueue):
     def loops(self) -> list[tuple[str, Callable[[Event], None]]]:
         return [("relay", self._relay_loop), ("parking", self._parking_loop)]
 
-    def relay(self, publisher: ConfirmedPublisher) -> int:
-        """Publish ready rows (due ones to work, later ones to their retry tier), then mark them queued once the
-        broker has confirmed them all, in one transaction holding their row locks (several hubs' relays skip
-        each other's rows). Returns how many."""
+    def relay(self, publisher: ConfirmedPublisher, look_first: bool = True) -> int:
+        """Publish ready rows (due ones to work, later ones to their retry tier), marked queued in a transaction
+        that commits once the broker has confirmed them all, holding their row locks (several hubs' relays skip
+        each other's rows). `look_first`: see whether there are any before the transaction (not when this
+        process has just committed some). Returns how many."""
         now = time.time()
         window = {"_now": now, "_from": now + self.topology.tiers[0] / 1000 if self.topology.tiers else math.inf}
-        with self.store.read() as conn:  # most passes find nothing: one statement, no transaction, no locks
-            if conn.execute(_ANY_TO_PUBLISH, window).first() is None:
-                return 0
+        if look_first:
+            with self.store.read() as conn:  # most passes find nothing: one statement, no transaction, no locks
+                if conn.execute(_ANY_TO_PUBLISH, window).first() is None:
+                    return 0
         with self.store.begin(serial=False) as conn:
-            published = []
-            for row in relaxed(conn).execute(_PUBLISHING, window):
+            published, not_yet = [], []
+            for row in sorted(conn.execute(_QUEUE_NEXT, window), key=lambda r: (r.available_at, r.id)):
                 queue = self.topology.route(row.available_at - time.time())
-                if queue is not None:  # else it came under the shortest tier meanwhile: published when due
+                if queue is None:
+                    not_yet.append(row.id)
+                else:
                     publisher.publish(row.id, queue)
                     published.append(row.id)
+            if not_yet:
+                conn.execute(_NOT_YET, {"_ids": not_yet})
             if published:
                 publisher.confirm()
-                conn.execute(_QUEUED, {"_ids": published})
         return len(published)
 
     def reap(self) -> int:
@@ -279,6 +296,7 @@ class RabbitWorkQueue(DbWorkQueue):
         conn: Connection | None = None
         backoff = self.poll_seconds
         next_reap = 0.0
+        look_first = False  # at start, and after a full batch or a wake-up by this process's own work
         while not stop.is_set():
             try:
                 if conn is None:
@@ -287,7 +305,7 @@ class RabbitWorkQueue(DbWorkQueue):
                 if time.monotonic() >= next_reap:
                     self.reap()
                     next_reap = time.monotonic() + REAP_EVERY_SECONDS
-                sent = self.relay(publisher)
+                sent = self.relay(publisher, look_first)
                 backoff = self.poll_seconds
             except Exception as exc:  # broker or store away: nothing is marked queued that was not confirmed
                 log.warning("relay: %s: %s; trying again in %.1f s", type(exc).__name__, exc, backoff)
@@ -296,8 +314,9 @@ class RabbitWorkQueue(DbWorkQueue):
                 stop.wait(backoff)
                 backoff = min(backoff * 2 + 0.1, MAX_BACKOFF_SECONDS)
                 continue
-            if sent < RELAY_BATCH:  # woken early by work committed in this process (notify)
-                self._arrived.wait(self.poll_seconds)
+            look_first = sent < RELAY_BATCH
+            if look_first:  # woken early by work committed in this process (notify)
+                look_first = not self._arrived.wait(self.poll_seconds)
                 self._arrived.clear()
         _close(conn)
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from threading import Event
 from typing import Any, Protocol
 
-from sqlalchemy import Connection, and_, bindparam, delete, func, insert, select, text, update
+from sqlalchemy import Connection, and_, bindparam, delete, func, insert, select, update
 
 from hub.store import Store, work
 
@@ -94,7 +94,9 @@ _IDS = work.c.id.in_(bindparam("_ids", expanding=True))
 LEASED = {"state": "leased", "lease_owner": bindparam("owner"), "lease_until": bindparam("lease_until"),
           "attempts": work.c.attempts + 1}
 _LEASE = update(work).where(_IDS).values(LEASED)
-# PostgreSQL: a claim's commit need not wait for its WAL flush (see relaxed()); a statement outside a transaction
+# PostgreSQL: a claim's commit (and the RabbitMQ relay's queue marks') need not wait for its WAL flush: a server
+# crash may forget one, and then the row is simply claimed or published again (a worker still running it loses at
+# complete(), whose commit is durable; the worker that claims a row twice drops the second delivery). A statement
 # says so in what it returns: set_config(..., true) lasts to the end of the statement's own transaction, and is
 # evaluated only when a row is claimed (a claim that finds nothing writes nothing to flush). Measured here on a
 # one-row UPDATE: 0.38 -> 0.22 ms, and the kernel's work for one fsync saved.
@@ -124,19 +126,6 @@ _UNCLAIM = (
     update(work).where(_STILL_LEASED)
     .values(state="ready", lease_owner=None, lease_until=None, attempts=work.c.attempts - 1)
 )
-
-
-_ASYNC_COMMIT = text("SET LOCAL synchronous_commit TO OFF")
-
-
-def relaxed(conn: Connection) -> Connection:
-    """PostgreSQL: this transaction's commit does not wait for its WAL flush. Only for claims and the RabbitMQ
-    relay's queue marks: a server crash may forget one, and then the row is simply claimed or published again
-    (a worker still running it loses at complete(), whose commit is durable; the worker that claims a row twice
-    drops the second delivery)."""
-    if conn.dialect.name == "postgresql":
-        conn.execute(_ASYNC_COMMIT)
-    return conn
 
 
 def reap(conn: Connection) -> int:
