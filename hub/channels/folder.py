@@ -41,10 +41,19 @@ class FolderChannel:
         self.intake = root / "intake"
         for folder in (self.inbox, self.outbox, self.archive, self.rejected, self.intake):
             folder.mkdir(parents=True, exist_ok=True)
+        # The rest of the last listing of in/, newest first (pop() takes the oldest): a backlog is taken a batch
+        # at a time, and listing it again for each batch (a stat per file) cost O(n²): 1,500 inputs, 30
+        # listings, in each hub process.
+        self._listed: list[tuple[int, str, os.DirEntry[str]]] = []
 
     def poll(self, limit: int | None = None) -> list[ClaimedInput]:
-        claimed = []
-        for _written, _name, entry in sorted(self._waiting())[:limit]:
+        """Up to `limit` inputs waiting in in/ (all of them: None), oldest first, each renamed into intake/; in/
+        is listed again once the last listing's inputs are all taken (here or by another hub process)."""
+        if limit is None or not self._listed:
+            self._listed = sorted(self._waiting(), reverse=True)
+        claimed: list[ClaimedInput] = []
+        while self._listed and (limit is None or len(claimed) < limit):
+            _written, _name, entry = self._listed.pop()
             hub_id = new_id()
             target = self.intake / f"{hub_id}{_SEP}{entry.name}"
             try:
