@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -545,7 +546,7 @@ class Store:
         try:
             for statement, rows in sets:
                 table, names = statement.table, list(rows[0])
-                values = [tuple(row[name] for name in names) for row in rows]
+                values = list(map(itemgetter(*names), rows))  # tuples: every table has several columns
                 if dialect.name != "postgresql":
                     driver.executemany(_insert_text(dialect, table, names, "?"), values)  # type: ignore[union-attr]
                 elif len(rows) < _COPY_FROM_ROWS:
