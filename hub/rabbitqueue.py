@@ -40,7 +40,7 @@ from sqlalchemy import bindparam, select, update
 from hub.config import HubConfig
 from hub.errors import RETRIES_EXHAUSTED, HubError
 from hub.store import Store, work
-from hub.workqueue import ASYNC_COMMIT_RETURNED, LEASED, WAITING, DbWorkQueue, WorkItem, reap
+from hub.workqueue import ASYNC_COMMIT_RETURNED, LEASED, WAITING, DbWorkQueue, WorkItem, first_unlocked, reap
 
 log = logging.getLogger("hub.rabbitqueue")
 
@@ -81,13 +81,8 @@ _ANY_TO_PUBLISH = select(work.c.id).where(_to_publish(work)).limit(1)
 # confirm it), in one statement: the rows other relays hold are skipped. Its commit need not wait for the WAL
 # flush (see ASYNC_COMMIT_RETURNED): a row a server crash forgets is published again, and its second delivery
 # dropped.
-_picked = work.alias("picked")
 _QUEUE_NEXT = (
-    update(work)
-    .where(work.c.id.in_(
-        select(_picked.c.id).where(_to_publish(_picked))
-        .order_by(_picked.c.available_at, _picked.c.id).limit(RELAY_BATCH).with_for_update(skip_locked=True)))
-    .values(state="queued")
+    update(work).where(first_unlocked(_to_publish, RELAY_BATCH)).values(state="queued")
     .returning(work.c.id, work.c.available_at, ASYNC_COMMIT_RETURNED)
 )
 # A row of the batch that came under the shortest tier meanwhile: the relay publishes it when due.
