@@ -519,7 +519,7 @@ class Store:
             conn.info[_HELD] = {}
             sets = sorted(((statement, rows) for (statement, _columns), rows in held.items()),
                           key=lambda each: each[0].table is not messages)
-        return Store._insert_sets(conn, sets, reads)
+        return Store._insert_then_read(conn, sets, reads)
 
     @staticmethod
     def insert_rows(conn: Connection, statement: Insert, rows: list[dict[str, Any]]) -> None:
@@ -529,12 +529,12 @@ class Store:
             return
         held = conn.info.get(_HELD)
         if held is None:
-            Store._insert_sets(conn, [(statement, rows)], [])
+            Store._insert_then_read(conn, [(statement, rows)], [])
         else:
             held.setdefault((statement, tuple(rows[0])), []).extend(rows)
 
     @staticmethod
-    def _insert_sets(conn: Connection, sets: list[tuple[Insert, list[dict[str, Any]]]],
+    def _insert_then_read(conn: Connection, sets: list[tuple[Insert, list[dict[str, Any]]]],
                      reads: list[tuple[Select[Any], dict[str, Any]]]) -> list[list[Any]]:
         """Each set of rows in one statement, in order, straight to the driver (SQLAlchemy's executemany spent
         about 0.5 ms a message preparing each row's parameters), then `reads`; returns their rows. On SQLite by
