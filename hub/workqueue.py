@@ -83,9 +83,16 @@ class WorkQueue(Protocol):
 
 # Statements built once; the hot path passes only parameters.
 _ENQUEUE = insert(work)
+
+
+def _due(rows: Any) -> Any:
+    """Rows ready to be claimed now."""
+    return (rows.c.state == "ready") & (rows.c.available_at <= bindparam("_now"))
+
+
 _NEXT_READY = (
     select(work.c.id, work.c.kind, work.c.message, work.c.attempts)
-    .where(work.c.state == "ready", work.c.available_at <= bindparam("_now"))
+    .where(_due(work))
     .order_by(work.c.available_at, work.c.id)
     .limit(bindparam("_limit"))
 )
@@ -116,8 +123,7 @@ def first_unlocked(where: Callable[[Any], Any], limit: Any) -> Any:
 # PostgreSQL: the claim in one statement, outside any transaction (one round trip, not five).
 _CLAIM_NEXT = (
     update(work)
-    .where(first_unlocked(lambda rows: (rows.c.state == "ready") & (rows.c.available_at <= bindparam("_now")),
-                          bindparam("_limit")))
+    .where(first_unlocked(_due, bindparam("_limit")))
     .values(LEASED)
     .returning(work.c.id, work.c.kind, work.c.message, work.c.attempts, work.c.available_at, ASYNC_COMMIT_RETURNED)
 )
