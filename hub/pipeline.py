@@ -344,10 +344,11 @@ class Pipeline:
         self._guarded(items, lambda: self._follow_through(items, [decided[i] for i in ids], pending))
 
     def _look_ahead(self, conn: Connection, ids: list[str],
-                    deciding: list[tuple[Any, Prepared | Refused | DxpResponse]]) -> dict[str, str]:
-        """The states of messages `ids`, and what _accept will look up for the batch, read together: each message
-        id's first sender, each version, each conversation and whether it awaits the sender's receipt."""
-        accepting = [(row.partner, prepared) for row, prepared in deciding
+                    candidates: list[tuple[Any, Prepared | Refused | DxpResponse]]) -> dict[str, str]:
+        """The states of messages `ids`, and what _accept may look up for the prepared `candidates`, read together:
+        each message id's first sender, each version, each conversation and whether it awaits the sender's
+        receipt. A candidate another worker has decided meanwhile is looked up for nothing, and not decided."""
+        accepting = [(row.partner, prepared) for row, prepared in candidates
                      if isinstance(prepared, Prepared) and not isinstance(prepared.message, Receipt)]
         keyed = [(sender, each.message, key, each.version) for sender, each in accepting
                  if (key := each.message.business_key()) is not None and each.version is not None]

@@ -291,7 +291,7 @@ class RabbitWorkQueue(DbWorkQueue):
         conn: Connection | None = None
         backoff = self.poll_seconds
         next_reap = 0.0
-        look_first = False  # at start, and after a full batch or a wake-up by this process's own work
+        look_first = False  # not at start, nor after a full batch or a wake-up by this process's own work
         while not stop.is_set():
             try:
                 if conn is None:
