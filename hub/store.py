@@ -204,8 +204,9 @@ cursors = Table(
 _WRITE = "hub_write"
 _EVENTS = "hub_events"  # a write transaction's events, inserted when it ends
 # A write transaction's inserts (new messages, seen ids and versions, conversations, work, awaited receipts,
-# events), held back and inserted together, by statement: before the transaction reads or inserts anything else,
-# and when it ends. Updates and deletes do not wait for them: none touches a row not yet read or inserted.
+# events) and its messages' state changes (set_state), held back and written together, by statement: before the
+# transaction reads or writes anything else, and when it ends. Other updates and deletes do not wait for held
+# inserts (none touches a row not yet read or inserted), but do wait for held state changes (they may depend on them).
 _HELD = "hub_held"
 _KNOWN = "hub_known"  # what a batch of decisions will look up, read ahead in one statement per table
 # PostgreSQL: a serial write transaction owes its lock (_SERIAL_WRITES) until its first statement, and sends it
@@ -311,11 +312,13 @@ def advisory_key(name: str) -> int:
 _SERIAL_WRITES = f"SELECT pg_advisory_xact_lock({advisory_key('hub writes')})"
 
 
-def _inserting_held_rows_first(engine: Engine) -> Engine:
+def _writing_held_rows_first(engine: Engine) -> Engine:
     @event.listens_for(engine, "before_execute")
-    def _insert_held(conn: Connection, clause: Any, *_args: Any) -> None:
-        if conn.info.get(_OWED_LOCK) or (conn.info.get(_HELD) and not isinstance(clause, Update | Delete)):
-            Store.insert_held(conn)
+    def _write_held(conn: Connection, clause: Any, *_args: Any) -> None:
+        held = conn.info.get(_HELD)
+        if conn.info.get(_OWED_LOCK) or (held and (not isinstance(clause, Update | Delete) or any(
+                isinstance(statement, Update) for statement, _columns in held))):
+            Store.write_held(conn)
 
     return engine
 
@@ -328,12 +331,12 @@ def make_engine(url: str, connections: int = 5) -> Engine:
         # the end-to-end throughput here): after a server restart the first use of each stale connection fails,
         # SQLAlchemy discards the pool, and the step that met it is retried under the retry policy like any other
         # passing failure.
-        return _inserting_held_rows_first(
+        return _writing_held_rows_first(
             create_engine(url, pool_size=connections, max_overflow=connections, future=True)
         )
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-    engine = _inserting_held_rows_first(
+    engine = _writing_held_rows_first(
         create_engine(url, future=True, connect_args={"check_same_thread": False, "timeout": 30})
     )
 
@@ -366,10 +369,13 @@ def make_engine(url: str, connections: int = 5) -> Engine:
 _COPY_FROM_ROWS = 8  # PostgreSQL: a set of this many rows goes by COPY; fewer go in one pipeline with the others
 
 
-def _insert_text(dialect: Any, table: Any, names: list[str], marker: str) -> str:
-    quote = dialect.identifier_preparer.quote
-    return (f"INSERT INTO {dialect.identifier_preparer.format_table(table)} ({', '.join(quote(n) for n in names)}) "
-            f"VALUES ({', '.join([marker] * len(names))})")
+def _write_text(dialect: Any, statement: Insert | Update, names: list[str], marker: str) -> str:
+    """An insert of columns `names`, or a held state change (_UPDATE_MESSAGE) of them, the row's `_id` last."""
+    quote, table = dialect.identifier_preparer.quote, dialect.identifier_preparer.format_table(statement.table)
+    if isinstance(statement, Update):
+        assert statement is _UPDATE_MESSAGE and names[-1] == "_id"
+        return f"UPDATE {table} SET {', '.join(f'{quote(n)} = {marker}' for n in names[:-1])} WHERE id = {marker}"
+    return f"INSERT INTO {table} ({', '.join(quote(n) for n in names)}) VALUES ({', '.join([marker] * len(names))})"
 
 
 def _in_one_pipeline(driver: Any, sets: list[tuple[str, list[Any]]], reads: list[tuple[str, Any]]) -> list[list[Any]]:
@@ -472,7 +478,7 @@ class Store:
             try:
                 yield conn
                 Store.insert_rows(conn, _INSERT_EVENT, events)
-                Store.insert_held(conn)
+                Store.write_held(conn)
             finally:
                 del conn.info[_EVENTS], conn.info[_HELD]
                 conn.info.pop(_KNOWN, None)
@@ -505,8 +511,9 @@ class Store:
     # -- messages and their history -------------------------------------------------------------------
 
     @staticmethod
-    def insert_held(conn: Connection) -> None:
-        """Insert the rows held back (see _HELD), new messages first (every other table refers to them)."""
+    def write_held(conn: Connection) -> None:
+        """Write the rows held back (see _HELD): new messages first (every other table refers to them), state
+        changes last (they may change a row inserted in the same transaction)."""
         Store.read_together(conn, [])
 
     @staticmethod
@@ -518,8 +525,8 @@ class Store:
         if held:
             conn.info[_HELD] = {}
             sets = sorted(((statement, rows) for (statement, _columns), rows in held.items()),
-                          key=lambda each: each[0].table is not messages)
-        return Store._insert_then_read(conn, sets, reads)
+                          key=lambda each: (isinstance(each[0], Update), each[0].table is not messages))
+        return Store._write_then_read(conn, sets, reads)
 
     @staticmethod
     def insert_rows(conn: Connection, statement: Insert, rows: list[dict[str, Any]]) -> None:
@@ -529,28 +536,29 @@ class Store:
             return
         held = conn.info.get(_HELD)
         if held is None:
-            Store._insert_then_read(conn, [(statement, rows)], [])
+            Store._write_then_read(conn, [(statement, rows)], [])
         else:
             held.setdefault((statement, tuple(rows[0])), []).extend(rows)
 
     @staticmethod
-    def _insert_then_read(conn: Connection, sets: list[tuple[Insert, list[dict[str, Any]]]],
-                     reads: list[tuple[Select[Any], dict[str, Any]]]) -> list[list[Any]]:
+    def _write_then_read(conn: Connection, sets: list[tuple[Insert | Update, list[dict[str, Any]]]],
+                         reads: list[tuple[Select[Any], dict[str, Any]]]) -> list[list[Any]]:
         """Each set of rows in one statement, in order, straight to the driver (SQLAlchemy's executemany spent
         about 0.5 ms a message preparing each row's parameters), then `reads`; returns their rows. On SQLite by
-        executemany. On PostgreSQL a large set by COPY (30 rows: 0.35 ms of client CPU, against psycopg's
-        executemany's 1.2 ms), and the small ones together in one pipeline with the owed lock before them and the
-        reads after: one round trip for all of them, not one or two each (a decision's few inserts took seven)."""
+        executemany. On PostgreSQL a large set of inserts by COPY (30 rows: 0.35 ms of client CPU, against
+        psycopg's executemany's 1.2 ms), and the others together in one pipeline with the owed lock before them and
+        the reads after: one round trip for all of them, not one or two each (a decision's few inserts took seven,
+        and each decided message's state change one more)."""
         dialect, driver = conn.dialect, conn.connection.driver_connection
         small: list[tuple[str, list[Any]]] = [(_SERIAL_WRITES, [()])] if conn.info.pop(_OWED_LOCK, False) else []
         try:
             for statement, rows in sets:
-                table, names = statement.table, list(rows[0])
+                table, names = statement.table, sorted(rows[0], key=lambda name: name == "_id")  # an update's last
                 values = list(map(itemgetter(*names), rows))  # tuples: every table has several columns
                 if dialect.name != "postgresql":
-                    driver.executemany(_insert_text(dialect, table, names, "?"), values)  # type: ignore[union-attr]
-                elif len(rows) < _COPY_FROM_ROWS:
-                    small.append((_insert_text(dialect, table, names, "%s"), values))
+                    driver.executemany(_write_text(dialect, statement, names, "?"), values)  # type: ignore[union-attr]
+                elif len(rows) < _COPY_FROM_ROWS or isinstance(statement, Update):
+                    small.append((_write_text(dialect, statement, names, "%s"), values))
                 else:
                     _in_one_pipeline(driver, small, [])
                     small = []
@@ -563,8 +571,8 @@ class Store:
                 return [list(conn.execute(statement, params)) for statement, params in reads]
             return _in_one_pipeline(driver, small, [_sql(dialect, statement, params) for statement, params in reads])
         except dialect.loaded_dbapi.Error as exc:  # the same errors as any statement's (retry knows them)
-            tables = ", ".join(s.table.name for s, _ in sets) or "no table"
-            raise DBAPIError.instance(f"INSERT held rows into {tables}; {len(reads)} SELECTs", None, exc,
+            tables = ", ".join(str(s.table) for s, _ in sets) or "no table"
+            raise DBAPIError.instance(f"write held rows of {tables}; {len(reads)} SELECTs", None, exc,
                                       dialect.loaded_dbapi.Error) from exc
 
     @staticmethod
@@ -624,7 +632,13 @@ class Store:
 
     @staticmethod
     def set_state(conn: Connection, message: str, state: str, detail: str = "", **values: Any) -> None:
-        conn.execute(_UPDATE_MESSAGE, {"_id": message, "state": state, "updated_at": time.time(), **values})
+        """In a write transaction held back with its inserts (see _HELD): a batch's decisions in one statement."""
+        change = {"_id": message, "state": state, "updated_at": time.time(), **values}
+        held = conn.info.get(_HELD)
+        if held is None:
+            conn.execute(_UPDATE_MESSAGE, change)
+        else:
+            held.setdefault((_UPDATE_MESSAGE, tuple(change)), []).append(change)
         Store.add_event(conn, message, state, detail)
 
     @staticmethod
