@@ -139,7 +139,8 @@ class StatusReader:
     def _awaiting_signature(self, conn: Connection) -> list[dict[str, Any]]:
         """Messages whose receiver's signer cannot sign now, and why (they go on by themselves once it can)."""
         rows = conn.execute(
-            select(messages).where(messages.c.direction == "in", messages.c.state == AWAITING_SIGNATURE)
+            select(messages).where(messages.c.direction == "in", messages.c.state == AWAITING_SIGNATURE,
+                                   messages.c.error_code.is_not(None))  # it always has one: ix_messages_error
             .order_by(messages.c.created_at).limit(50)
         ).all()
         return [{"message": r.id, "partner": r.partner, "file": r.file_name, "since": _iso(r.updated_at),

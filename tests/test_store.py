@@ -4,6 +4,7 @@ transaction does next must still see them, and a transaction that fails writes n
 from __future__ import annotations
 
 import pytest
+from sqlalchemy import inspect, text
 
 from hub.store import Store
 
@@ -44,3 +45,19 @@ def test_a_failed_transaction_writes_none_of_its_held_state_changes(store: Store
         row = store.get_message(conn, message)
         assert [event.event for event in store.history(conn, message)] == ["received"]
     assert (row.state, row.message_id) == ("received", None)
+
+
+def test_a_store_made_by_an_earlier_version_loses_its_index_on_state_so_state_changes_stay_in_place(
+    store: Store,
+) -> None:
+    """An index on the state made every state change write each index again (PostgreSQL then cannot update the
+    row in place); create_schema drops the one earlier versions made and leaves room in new pages for updates."""
+    with store.engine.begin() as conn:
+        conn.execute(text("CREATE INDEX ix_messages_state ON messages (direction, state)"))
+    store.create_schema()
+    indexes = {index["name"] for index in inspect(store.engine).get_indexes("messages")}
+    assert "ix_messages_state" not in indexes and "ix_messages_error" in indexes
+    if not store.is_sqlite:
+        with store.read() as conn:
+            options = conn.execute(text("SELECT reloptions FROM pg_class WHERE oid = 'messages'::regclass")).scalar()
+        assert options == ["fillfactor=70"]
