@@ -157,6 +157,10 @@ class CardSigner:
     def _login(self) -> None:
         if self._verified:
             return
+        with pin_guard.presenting(self._state_dir):
+            self._present_pin()
+
+    def _present_pin(self) -> None:
         number = self._info_number()
         pin_guard.ensure_not_blocked(self._state_dir, number)
         tries = self._tries_left()

@@ -144,23 +144,27 @@ class EPortClientSigner:
                     f"the E-Port client signs {card_algorithm} with this card, not {algorithm.name}"
                 )
             check_certificate(info, self._clock())
-            pin_guard.ensure_not_blocked(self._state_dir, info.number)
-            args = {"inData": data.decode("utf-8"), "passwd": self._pin.reveal()}
-            try:
-                answer = self._call(SIGN, args)
-            except _Refused as exc:
-                failure = self._card_absent_or_failed(exc)
-                if failure.transient:
-                    raise failure from None
-                pin_guard.block(self._state_dir, info.number, f"the E-Port client refused: {exc}")
-                log.error("E-Port client refused card %s; blocked until an operator unblocks it", info.number)
-                if any(word in str(exc).lower() for word in _PIN):
-                    raise PinRejected(
-                        f"card {info.number}: {exc}; the hub will not present the PIN again"
-                    ) from None
-                raise ClientFailed(f"card {info.number}: {exc}; blocked in case the PIN was wrong") from None
+            with pin_guard.presenting(self._state_dir):  # each call presents the PIN
+                answer = self._present_pin(info, data)
             self._signatures += 1
             return base64.b64decode(answer[0])
+
+    def _present_pin(self, info: CertificateInfo, data: bytes) -> Any:
+        pin_guard.ensure_not_blocked(self._state_dir, info.number)
+        args = {"inData": data.decode("utf-8"), "passwd": self._pin.reveal()}
+        try:
+            return self._call(SIGN, args)
+        except _Refused as exc:
+            failure = self._card_absent_or_failed(exc)
+            if failure.transient:
+                raise failure from None
+            pin_guard.block(self._state_dir, info.number, f"the E-Port client refused: {exc}")
+            log.error("E-Port client refused card %s; blocked until an operator unblocks it", info.number)
+            if any(word in str(exc).lower() for word in _PIN):
+                raise PinRejected(
+                    f"card {info.number}: {exc}; the hub will not present the PIN again"
+                ) from None
+            raise ClientFailed(f"card {info.number}: {exc}; blocked in case the PIN was wrong") from None
 
     def status(self) -> SignerStatus:
         with self._lock:

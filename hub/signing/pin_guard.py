@@ -1,21 +1,27 @@
 """PIN safety: after the first wrong-PIN answer, the hub never presents a PIN to that card again.
 
 The block is kept per card (by certificate number) in a JSON file in the caller's state directory, so it
-survives restarts; only `unblock` (an operator's `run_hub.py card unblock`) lifts it.
+survives restarts; only `unblock` (an operator's `run_hub.py card unblock`) lifts it. Hub processes on one
+machine (a hub and its worker processes) present a PIN one at a time (`presenting`), so the first one's block
+stops the others: a wrong PIN costs the card one try, not one a process.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import json
 import os
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .errors import PinBlocked
 
 BLOCKS_FILE = "pin-blocks.json"
+PRESENTING_LOCK = "pin-presenting.lock"
 _lock = threading.Lock()
 
 
@@ -78,3 +84,16 @@ def ensure_not_blocked(state_dir: str | Path, card: str) -> None:
             f"card {card} is blocked since {found.blocked_at} ({found.reason}); "
             "check the PIN, then unblock it: run_hub.py card unblock"
         )
+
+
+@contextmanager
+def presenting(state_dir: str | Path) -> Iterator[None]:
+    """Held from checking the blocks until the card has answered the PIN and a refusal is blocked: by one signer
+    at a time among the processes and threads sharing `state_dir` (an flock: released if its holder dies)."""
+    Path(state_dir).mkdir(parents=True, exist_ok=True)
+    fd = os.open(Path(state_dir) / PRESENTING_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # drops the flock

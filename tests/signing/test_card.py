@@ -71,6 +71,29 @@ def test_the_first_wrong_pin_blocks_the_card_and_spends_exactly_one_try(start_ca
     assert (status.state, status.blocked, status.tries_left) == ("pin blocked", True, 2)
 
 
+def test_signers_of_several_processes_with_a_wrong_pin_spend_one_try_between_them(start_card, card_signer):
+    """A hub and its worker processes each open the card: they present the PIN one at a time, and the first
+    refusal's block stops the others. Four signers (as four processes would: each its own connection and lock
+    file handle) sign at the same moment."""
+    card = start_card("rsa-card")
+    signers = [card_signer(pin="12345678") for _ in range(4)]
+    for signer in signers:
+        signer.certificate()  # each connected, so they reach the PIN together
+
+    def attempt(signer: CardSigner) -> str:
+        try:
+            sign_document(declared_message(), signer)
+        except (errors.PinRejected, errors.PinBlocked) as exc:
+            return exc.code
+        return "signed"
+
+    with ThreadPoolExecutor(len(signers)) as pool:
+        outcomes = sorted(pool.map(attempt, signers))
+
+    assert outcomes == ["PIN_BLOCKED"] * 3 + ["PIN_REJECTED"]
+    assert card.tries_left == 2
+
+
 def test_an_operator_unblock_lets_the_right_pin_through(start_card, card_signer, tmp_path, trusted):
     card = start_card("rsa-card")
     with pytest.raises(errors.PinRejected):
