@@ -225,14 +225,20 @@ class Hub:
         self._spawn("intake", self._intake_loop)
         if self.store.is_sqlite:
             self._spawn("checkpoint", self._checkpoint_loop)
-        for n in range(self.config.queue.workers):
-            self._spawn(f"worker-{n + 1}", self._work_loop)
+        self.start_workers()
         for name, loop in self.queue.loops():
             self._spawn(name, lambda loop=loop: loop(self._stop))
         if self.config.scheduler.enabled:
             self.jobs.start()
-        log.info("hub running: %d partners, %d routes, %d workers, %d signers, store %s", len(self.channels),
-                 len(self.config.routes), self.config.queue.workers, len(self.signers), self.store.engine.url)
+        queue = self.config.queue
+        workers = f"{queue.workers} workers" + (f" in each of {queue.processes} processes" * (queue.processes > 1))
+        log.info("hub running: %d partners, %d routes, %s, %d signers, store %s", len(self.channels),
+                 len(self.config.routes), workers, len(self.signers), self.store.engine.url)
+
+    def start_workers(self) -> None:
+        """The worker threads alone: all a worker process runs (hub/processes.py)."""
+        for n in range(self.config.queue.workers):
+            self._spawn(f"worker-{n + 1}", self._work_loop)
 
     def stop(self) -> None:
         self._stop.set()
@@ -253,10 +259,11 @@ class Hub:
         and the hub ran on deaf to signals (seen once in a test run)."""
         self._stop_requested = True
 
-    def wait(self) -> None:
-        """Until request_stop(); then the caller calls stop()."""
+    def wait(self, watch: Callable[[], None] = lambda: None) -> None:
+        """Until request_stop(), calling `watch` every WAIT_STEP_SECONDS meanwhile; then the caller calls stop()."""
         while not self._stop_requested:
             time.sleep(WAIT_STEP_SECONDS)
+            watch()
 
     def _spawn(self, name: str, target: object) -> None:
         thread = threading.Thread(target=target, name=name, daemon=True)  # type: ignore[arg-type]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import shutil
 import signal
 import sys
@@ -26,7 +27,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     commands = parser.add_subparsers(dest="command")
     run = commands.add_parser("run", help="run the hub until stopped (the default)")
-    run.add_argument("--workers", type=_positive, metavar="N", help="worker threads (default: queue.workers)")
+    run.add_argument("--workers", type=_positive, metavar="N",
+                     help="worker threads of each process (default: queue.workers)")
+    run.add_argument("--processes", type=_positive, metavar="P",
+                     help="processes running workers, this one included (default: queue.processes)")
+    run.add_argument("--worker-of", type=int, metavar="PID", help=argparse.SUPPRESS)  # hub/processes.py
     commands.add_parser("demo", help="play the whole underwriting conversation through a hub in a temporary folder")
     schemas = commands.add_parser("schemas", help="write the platform JSON Schemas and the XML schemas to DIR")
     schemas.add_argument("dir", type=Path)
@@ -86,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.jobs_command == "run":
                 return run_job(config, args.name, args.json, args.wait)
             return list_jobs(config, args.json)
-        return run(args.config, getattr(args, "workers", None))
+        return run(args.config, getattr(args, "workers", None), getattr(args, "processes", None),
+                   getattr(args, "worker_of", None))
     except (ConfigError, SchemaLoadError) as exc:
         print(f"hub: {exc}", file=sys.stderr)
         return EXIT_BAD_CONFIG
@@ -98,22 +104,46 @@ def _positive(text: str) -> int:
     return int(text)
 
 
-def run(config_path: Path | None, workers: int | None = None) -> int:
+def run(config_path: Path | None, workers: int | None = None, processes: int | None = None,
+        worker_of: int | None = None) -> int:
+    """The hub, and its worker processes; or one of those, `worker_of` the hub process of that pid, which it
+    does not outlive (hub/processes.py)."""
     from hub.app import Hub
+    from hub.processes import WorkerProcesses
 
     config = load_config(config_path)
-    if workers is not None:  # the queue's leases and row claims keep any number of workers apart
-        config = config.model_copy(update={"queue": config.queue.model_copy(update={"workers": workers})})
+    # The queue's leases and row claims keep any number of workers apart, in threads and processes.
+    overrides = {key: value for key, value in (("workers", workers), ("processes", processes)) if value is not None}
+    config = config.model_copy(update={"queue": config.queue.model_copy(update=overrides)})
+    log = logging.getLogger("hub")
+    if worker_of is not None:  # its lines marked: several processes write to one stream
+        logging.basicConfig(level=logging.getLogger().level, stream=sys.stderr, force=True,
+                            format=f"%(asctime)s %(levelname)-7s [worker process {os.getpid()}] %(name)s: "
+                                   "%(message)s")
     hub = Hub(config)
 
     def _stop(signum: int, _frame: FrameType | None) -> None:
-        logging.getLogger("hub").info("signal %d: stopping", signum)
+        log.info("signal %d: stopping", signum)
         hub.request_stop()
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    hub.start()
-    hub.wait()
+    if worker_of is not None:
+        def _orphaned() -> None:  # the hub that started it was killed (perhaps before this one got here)
+            if os.getppid() != worker_of:
+                log.warning("hub process %d, which started this worker process, is gone; stopping", worker_of)
+                hub.request_stop()
+
+        hub.start_workers()
+        log.info("worker process of hub process %d: %d workers running", worker_of, config.queue.workers)
+        hub.wait(_orphaned)
+    else:
+        hub.start()
+        helpers = WorkerProcesses(config.queue.processes - 1, config_path, config.queue.workers)
+        try:
+            hub.wait(helpers.keep_up)
+        finally:
+            helpers.stop()
     hub.stop()
     return 0
 

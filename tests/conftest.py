@@ -58,6 +58,19 @@ def wait_for(check: Callable[[], Any], timeout: float = 10.0, what: str = "condi
         time.sleep(0.02)
 
 
+def child_processes(pid: int) -> list[int]:
+    """The running processes whose parent is `pid` (a hub's worker processes: hub/processes.py)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            state, parent = stat.read_text().rsplit(")", 1)[1].split()[:2]
+        except OSError:  # gone meanwhile
+            continue
+        if parent == str(pid) and state != "Z":
+            found.append(int(stat.parent.name))
+    return found
+
+
 class Exchange:
     """The partners' side of the drop folders."""
 

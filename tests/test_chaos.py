@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import signal
 import subprocess
 import threading
 import time
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Exchange, backend_environ, wait_for
+from tests.conftest import Exchange, backend_environ, child_processes, wait_for
 from tests.test_hub_process import HubProcess, _pending_policy
 
 pytestmark = [
@@ -144,8 +145,9 @@ def services_come_back() -> Iterator[None]:
 
 
 def run_chaos(tmp_path: Path, env: dict[str, str], processes: int, restarts: dict[int, Callable[[], None]]) -> None:
-    """Drop COUNT policies in KILLS waves; after each wave kill -9 a random process and start it again, and
-    after the waves named in `restarts` restart that service. Then wait until everything has arrived."""
+    """Drop COUNT policies in KILLS waves; after each wave kill -9 a random hub (and start it again) or one of
+    its worker processes (the hub starts another), and after the waves named in `restarts` restart that service.
+    Then wait until everything has arrived."""
     exchange = Exchange(tmp_path / "exchange")
     hubs = [HubProcess(tmp_path, **CHAOS_ENV, **env) for _ in range(processes)]
     sent = [_pending_policy(n)[0] for n in range(COUNT)]
@@ -159,8 +161,13 @@ def run_chaos(tmp_path: Path, env: dict[str, str], processes: int, restarts: dic
                 _drop(exchange, kill * wave, (kill + 1) * wave)
                 time.sleep(rng.uniform(0.5, 2.0))
                 victim = rng.choice(hubs)
-                victim.kill9()
-                victim.start(timeout=60)
+                assert victim.proc is not None
+                workers = child_processes(victim.proc.pid)
+                if workers and rng.random() < 0.5:
+                    os.kill(rng.choice(workers), signal.SIGKILL)  # its hub starts another
+                else:
+                    victim.kill9()  # its worker process stops by itself
+                    victim.start(timeout=60)
                 if kill in restarts:
                     before = receiver.complete(sent)
                     restarts[kill]()
@@ -189,6 +196,6 @@ def test_rabbitmq_and_postgresql_three_processes_killed_the_broker_restarted_and
         run_chaos(tmp_path, env, processes=3, restarts={3: restart_rabbitmq, 6: crash_postgresql})
 
 
-def test_embedded_default_one_process_killed_ten_times(tmp_path: Path) -> None:
+def test_embedded_default_one_hub_or_its_worker_process_killed_ten_times(tmp_path: Path) -> None:
     with backend_environ("sqlite") as env:
         run_chaos(tmp_path, env, processes=1, restarts={})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -220,3 +221,69 @@ def test_a_bad_config_stops_start_up_with_one_line_and_exit_code_2(tmp_path: Pat
     assert done.stderr.strip().splitlines() == [
         "hub: partners.insurer.schema: 'eci/9.9' is not one of the hub's message schemas (cus/1.0, eci/1.0)"
     ]
+
+
+def _alive(pid: int) -> bool:
+    """Running (not gone, not a zombie waiting for its parent to collect it)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def _worker_pids(log: str) -> list[int]:
+    """The worker processes the hub started, and ready to work (their own first line)."""
+    return [int(pid) for pid in re.findall(r"worker process 1 started \(pid (\d+)\)", log)
+            if f"[worker process {pid}] hub: worker process of hub process" in log]
+
+
+def test_the_default_runs_a_second_worker_process_that_shares_the_work_and_stops_with_the_hub(tmp_path: Path) -> None:
+    """Python runs one thread of a process at a time, so `run` starts queue.processes - 1 worker processes (the
+    default config: one) beside itself. Both take a share, each message is forwarded and answered once, and the
+    worker process does not outlive its hub, even one killed -9."""
+    count = 60
+    exchange = Exchange(tmp_path / "exchange")
+    process = HubProcess(tmp_path)
+    process.start()
+    try:
+        wait_for(lambda: _worker_pids(process.log.read_text()), 10, "the worker process")
+        for n in range(count):
+            exchange.drop("insurer", f"insurer-pending-policy-{n:04d}.xml", _pending_policy(n)[1])
+        exchange.wait_files("insurer", "out", count, "Receipt_*", timeout=60)
+        wait_for(lambda: len(exchange.files("insurer", "archive")) == count, 60, "every input archived")
+        log = process.log.read_text()
+        [worker] = _worker_pids(log)
+        process.kill9()
+        wait_for(lambda: not _alive(worker), 10, "the worker process to stop once its hub was killed")
+    finally:
+        process.stop()
+    log = process.log.read_text()
+    assert "hub running: 3 partners, 21 routes, 1 workers in each of 2 processes" in log
+    assert re.search(r"INFO    hub.pipeline: accepted PendingPolicy", log), "the hub's own worker took a share"
+    assert f"[worker process {worker}] hub.pipeline: accepted PendingPolicy" in log, "the worker process took a share"
+    assert f"[worker process {worker}] hub: hub process {process.proc.pid}, which started this worker process, is " \
+           "gone; stopping" in log
+    forwarded = [json.loads(p.read_bytes())["messageId"] for p in exchange.files("platform", "out", "PendingPolicy_*")]
+    assert sorted(forwarded) == sorted(_pending_policy(n)[0] for n in range(count))
+    assert sorted(r["refMessageId"] for r in exchange.receipts("insurer")) == sorted(forwarded)
+
+
+def test_a_worker_process_that_dies_is_started_again_and_stopping_the_hub_stops_it(tmp_path: Path) -> None:
+    exchange = Exchange(tmp_path / "exchange")
+    process = HubProcess(tmp_path)
+    process.start()
+    try:
+        wait_for(lambda: _worker_pids(process.log.read_text()), 10, "the worker process")
+        [first] = _worker_pids(process.log.read_text())
+        os.kill(first, signal.SIGKILL)
+        wait_for(lambda: len(_worker_pids(process.log.read_text())) == 2, 15, "another worker process")
+        [_, second] = _worker_pids(process.log.read_text())
+        exchange.drop_fixture(UNDERWRITING / "valid" / "insurer-pending-policy-new.xml")
+        exchange.wait_files("platform", "out", 1, "PendingPolicy_*", timeout=10)
+    finally:
+        process.stop()
+    assert process.proc is not None and process.proc.returncode == 0
+    assert not _alive(second), "the worker process stops with its hub"
+    log = process.log.read_text()
+    assert f"worker process 1 (pid {first}) exited with -9; another starts in 5 s" in log
+    assert f"[worker process {second}] hub: hub stopped" in log
