@@ -32,6 +32,7 @@ from hub.mappers.dxp import Dxp
 from hub.mappers.hub_xml import HubXml
 from hub.mappers.platform_json import PlatformJson
 from hub.pipeline import INTAKE_BATCH, Pipeline
+from hub.processes import WorkerProcesses
 from hub.scheduler.runner import JobRunner
 from hub.schemas import ALL_SCHEMAS, HUB_SCHEMAS, SchemaRegistry
 from hub.signing import Signer, SigningError, SigningWorker, SoftwareKeySigner, load_certificate
@@ -184,8 +185,10 @@ def _software_signer(where: str, config: SoftwareSignerConfig) -> Signer:
 
 
 class Hub:
-    def __init__(self, config: HubConfig) -> None:
+    def __init__(self, config: HubConfig, worker_processes: WorkerProcesses | None = None) -> None:
+        """`worker_processes`: started with the hub, woken by its work, stopped with it (hub/processes.py)."""
         self.config = config
+        self.worker_processes = worker_processes
         self.registry = SchemaRegistry(ALL_SCHEMAS)
         formats = build_formats(config, self.registry)
         envelopes = build_envelopes(config, self.registry)
@@ -204,7 +207,8 @@ class Hub:
 
             self.queue = RabbitWorkQueue(self.store, config)
         else:
-            self.queue = DbWorkQueue(self.store, config.queue.lease_seconds, config.queue.poll_seconds)
+            self.queue = DbWorkQueue(self.store, config.queue.lease_seconds, config.queue.poll_seconds,
+                                     worker_processes.wake if worker_processes else lambda: None)
         self.pipeline = Pipeline(config, self.store, self.queue, formats, self.channels, self.signers, trusted,
                                  envelopes)
         self.jobs = JobRunner(self)
@@ -234,6 +238,8 @@ class Hub:
         workers = f"{queue.workers} workers" + (f" in each of {queue.processes} processes" * (queue.processes > 1))
         log.info("hub running: %d partners, %d routes, %s, %d signers, store %s", len(self.channels),
                  len(self.config.routes), workers, len(self.signers), self.store.engine.url)
+        if self.worker_processes:
+            self.worker_processes.keep_up()
 
     def start_workers(self) -> None:
         """The worker threads alone: all a worker process runs (hub/processes.py)."""
@@ -243,6 +249,8 @@ class Hub:
     def stop(self) -> None:
         self._stop.set()
         self.queue.notify()  # idle workers see the stop now
+        if self.worker_processes:
+            self.worker_processes.stop()
         self.jobs.stop()  # its jobs use the store and the signers: before they close
         for thread in self._threads:
             thread.join(timeout=10)
@@ -259,11 +267,12 @@ class Hub:
         and the hub ran on deaf to signals (seen once in a test run)."""
         self._stop_requested = True
 
-    def wait(self, watch: Callable[[], None] = lambda: None) -> None:
-        """Until request_stop(), calling `watch` every WAIT_STEP_SECONDS meanwhile; then the caller calls stop()."""
+    def wait(self) -> None:
+        """Until request_stop(), keeping the worker processes up meanwhile; then the caller calls stop()."""
         while not self._stop_requested:
             time.sleep(WAIT_STEP_SECONDS)
-            watch()
+            if self.worker_processes:
+                self.worker_processes.keep_up()
 
     def _spawn(self, name: str, target: object) -> None:
         thread = threading.Thread(target=target, name=name, daemon=True)  # type: ignore[arg-type]

@@ -109,7 +109,7 @@ def run(config_path: Path | None, workers: int | None = None, processes: int | N
     """The hub, and its worker processes; or one of those, `worker_of` the hub process of that pid, which it
     does not outlive (hub/processes.py)."""
     from hub.app import Hub
-    from hub.processes import WorkerProcesses
+    from hub.processes import WorkerProcesses, serve_as_worker_process
 
     config = load_config(config_path)
     # The queue's leases and row claims keep any number of workers apart, in threads and processes.
@@ -120,7 +120,10 @@ def run(config_path: Path | None, workers: int | None = None, processes: int | N
         logging.basicConfig(level=logging.getLogger().level, stream=sys.stderr, force=True,
                             format=f"%(asctime)s %(levelname)-7s [worker process {os.getpid()}] %(name)s: "
                                    "%(message)s")
-    hub = Hub(config)
+    helpers = None
+    if worker_of is None and config.queue.processes > 1:
+        helpers = WorkerProcesses(config.queue.processes - 1, config_path, config.queue.workers)
+    hub = Hub(config, helpers)
 
     def _stop(signum: int, _frame: FrameType | None) -> None:
         log.info("signal %d: stopping", signum)
@@ -129,21 +132,10 @@ def run(config_path: Path | None, workers: int | None = None, processes: int | N
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     if worker_of is not None:
-        def _orphaned() -> None:  # the hub that started it was killed (perhaps before this one got here)
-            if os.getppid() != worker_of:
-                log.warning("hub process %d, which started this worker process, is gone; stopping", worker_of)
-                hub.request_stop()
-
-        hub.start_workers()
-        log.info("worker process of hub process %d: %d workers running", worker_of, config.queue.workers)
-        hub.wait(_orphaned)
+        serve_as_worker_process(hub, worker_of)
     else:
         hub.start()
-        helpers = WorkerProcesses(config.queue.processes - 1, config_path, config.queue.workers)
-        try:
-            hub.wait(helpers.keep_up)
-        finally:
-            helpers.stop()
+        hub.wait()
     hub.stop()
     return 0
 

@@ -1,21 +1,29 @@
-"""Worker processes: `run` starts queue.processes - 1 hub processes beside itself that run only workers.
+"""Worker processes: a hub runs queue.processes - 1 more processes beside its own that run only workers.
 
 Python runs one thread of a process at a time: worker threads of one hub shared one core (measured: two
 threads took 482-505 messages/s where one took 436-457/s, and two hub processes on one SQLite file 587-617/s).
 A worker process is `run_hub.py run --worker-of PID` on the same config and environment: its workers claim
-from the same store as this process's (leases and row claims keep them apart, as they keep several hubs apart);
-it takes no input, serves no status and runs no jobs. It stops when this process stops it or is gone.
+from the same store as the hub's (leases and row claims keep them apart, as they keep several hubs apart); it
+takes no input, serves no status and runs no jobs. The hub wakes it through its stdin when it commits work (on
+the DB queue a worker otherwise looks every queue.poll_seconds), and it stops when its stdin closes: when the
+hub stops it, or dies.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from hub.app import Hub
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +33,7 @@ STOP_SECONDS = 40.0  # how long a worker process may take to finish its batch wh
 
 
 class WorkerProcesses:
-    """The worker processes of this hub process, kept running until stop()."""
+    """The worker processes of a hub, kept running until stop()."""
 
     def __init__(self, count: int, config_path: Path | None, workers: int) -> None:
         self.command = [sys.executable, str(RUN_HUB), *(["--config", str(config_path)] if config_path else []),
@@ -43,10 +51,22 @@ class WorkerProcesses:
             if process is not None:
                 log.warning("worker process %d (pid %d) exited with %s; another starts in %.0f s", n + 1,
                             process.pid, process.returncode, RESTART_AFTER_SECONDS)
+                _close(process)
                 self.processes[n], self.due[n] = None, now + RESTART_AFTER_SECONDS
             elif now >= self.due[n]:
-                self.processes[n] = subprocess.Popen(self.command)
-                log.info("worker process %d started (pid %d)", n + 1, self.processes[n].pid)  # type: ignore[union-attr]
+                started = subprocess.Popen(self.command, stdin=subprocess.PIPE)
+                assert started.stdin is not None
+                os.set_blocking(started.stdin.fileno(), False)  # a wake-up never holds up the hub
+                self.processes[n] = started
+                log.info("worker process %d started (pid %d)", n + 1, started.pid)
+
+    def wake(self) -> None:
+        """Work was committed in the hub: a byte on each worker process's stdin has its workers look now."""
+        for process in self.processes:
+            if process is not None and process.stdin is not None:
+                # Full: it has been woken and not yet looked. Closed: it is being stopped or replaced.
+                with contextlib.suppress(OSError, ValueError):
+                    os.write(process.stdin.fileno(), b"!")
 
     def stop(self) -> None:
         """Ask each to stop (they finish their batch), and wait; kill one that takes longer than STOP_SECONDS."""
@@ -61,4 +81,29 @@ class WorkerProcesses:
                 log.error("worker process (pid %d) did not stop in %.0f s; killed", process.pid, STOP_SECONDS)
                 process.kill()
                 process.wait()
+        for stopped in self.processes:
+            if stopped is not None:
+                _close(stopped)
         self.processes = [None] * len(self.processes)
+
+
+def _close(process: subprocess.Popen[bytes]) -> None:
+    if process.stdin is not None:
+        with contextlib.suppress(OSError):
+            process.stdin.close()
+
+
+def serve_as_worker_process(hub: Hub, hub_pid: int) -> None:
+    """Run `hub`'s workers until told to stop or until hub process `hub_pid` is gone (stdin closes), woken by
+    each byte on stdin."""
+
+    def _woken() -> None:
+        while os.read(sys.stdin.fileno(), 512):
+            hub.queue.notify()
+        log.info("hub process %d, which started this worker process, is gone or stopping; stopping", hub_pid)
+        hub.request_stop()
+
+    threading.Thread(target=_woken, name="woken", daemon=True).start()
+    hub.start_workers()
+    log.info("worker process of hub process %d: %d workers running", hub_pid, hub.config.queue.workers)
+    hub.wait()

@@ -148,10 +148,13 @@ def reap(conn: Connection) -> int:
 
 
 class DbWorkQueue:
-    def __init__(self, store: Store, lease_seconds: float, poll_seconds: float = 0.05) -> None:
+    def __init__(self, store: Store, lease_seconds: float, poll_seconds: float = 0.05,
+                 wake_others: Callable[[], None] = lambda: None) -> None:
+        """`wake_others`: the workers of this hub's other processes (hub/processes.py), woken with this one's."""
         self.store = store
         self.lease_seconds = lease_seconds
         self.idle_wait = poll_seconds
+        self.wake_others = wake_others
         self._arrived = Event()
         self._next_reap = 0.0
 
@@ -163,6 +166,7 @@ class DbWorkQueue:
 
     def notify(self) -> None:
         self._arrived.set()
+        self.wake_others()
 
     def idle(self) -> None:
         # Cleared after the wait, then the worker claims: work committed in between is claimed, not missed.

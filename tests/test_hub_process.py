@@ -234,16 +234,17 @@ def _alive(pid: int) -> bool:
 def _worker_pids(log: str) -> list[int]:
     """The worker processes the hub started, and ready to work (their own first line)."""
     return [int(pid) for pid in re.findall(r"worker process 1 started \(pid (\d+)\)", log)
-            if f"[worker process {pid}] hub: worker process of hub process" in log]
+            if f"[worker process {pid}] hub.processes: worker process of hub process" in log]
 
 
 def test_the_default_runs_a_second_worker_process_that_shares_the_work_and_stops_with_the_hub(tmp_path: Path) -> None:
     """Python runs one thread of a process at a time, so `run` starts queue.processes - 1 worker processes (the
     default config: one) beside itself. Both take a share, each message is forwarded and answered once, and the
-    worker process does not outlive its hub, even one killed -9."""
+    worker process does not outlive its hub, even one killed -9. An idle worker looks for work every 10 s here:
+    the worker process takes its share because the hub wakes it when it has stored the inputs."""
     count = 60
     exchange = Exchange(tmp_path / "exchange")
-    process = HubProcess(tmp_path)
+    process = HubProcess(tmp_path, HUB_QUEUE__POLL_SECONDS="10")
     process.start()
     try:
         wait_for(lambda: _worker_pids(process.log.read_text()), 10, "the worker process")
@@ -261,8 +262,8 @@ def test_the_default_runs_a_second_worker_process_that_shares_the_work_and_stops
     assert "hub running: 3 partners, 21 routes, 1 workers in each of 2 processes" in log
     assert re.search(r"INFO    hub.pipeline: accepted PendingPolicy", log), "the hub's own worker took a share"
     assert f"[worker process {worker}] hub.pipeline: accepted PendingPolicy" in log, "the worker process took a share"
-    assert f"[worker process {worker}] hub: hub process {process.proc.pid}, which started this worker process, is " \
-           "gone; stopping" in log
+    assert f"[worker process {worker}] hub.processes: hub process {process.proc.pid}, which started this worker " \
+           "process, is gone or stopping; stopping" in log
     forwarded = [json.loads(p.read_bytes())["messageId"] for p in exchange.files("platform", "out", "PendingPolicy_*")]
     assert sorted(forwarded) == sorted(_pending_policy(n)[0] for n in range(count))
     assert sorted(r["refMessageId"] for r in exchange.receipts("insurer")) == sorted(forwarded)
