@@ -1,32 +1,30 @@
 """End to end: the running hub's sustained throughput and latency per backend, against the bare floor
 
-The hub runs as its own process (`python run_hub.py`, the default config with overrides), its store in a temporary
-folder under var/, with 2 workers: on the embedded default, 2 worker threads of one process (as `make run` runs
-it), and again as 2 hub processes of one worker on one SQLite file (they queue for its one writer); on the
-PostgreSQL backends, 2 hub processes of one worker each, the way they scale out (one process's threads share one
-core, under Python's global lock). This process plays the partners through the drop folders. The mix: seven
-message types that each open a conversation, so any number can flow (insurer → platform: PendingPolicy,
-RiskArticle; platform → insurer, signed by the hub with a software RSA-2048 key (rsa-sha256):
-InsuranceInquiry, AgreementSignRequest, TradeRegistration in both modes; platform → customs, signed the same
-way: CustomsRecordQuery), each fixture with a new message id and business key. *Throughput*: a backlog of
-messages dropped at once; messages per second from the first drop until the last forwarded message and
-receipt are in the partners' out/ folders (every one is checked there, once); three backlogs in a row on the
-same hub, the median (single runs here were up to a quarter apart). *Latency*: messages dropped at
-a steady 100 per second (the target's rate), then 25 per second (which this hub keeps up with, so no queue
-builds); per message, from its rename into in/ to its forwarded copy's write into out/. The
-drop folders are polled every 10 ms here (default 200 ms); the work queue keeps its default (a worker is woken
-at once by work its own process commits, and looks every 50 ms for the rest: looking every 10 ms cost more CPU
-than it saved waiting, and every backend's p99 at 100/s was worse for it). The store is on this machine's
-disk (var/); the partners' drop folders are in memory (/dev/shm, where there is one): on this disk, creating a
-file costs from 20 µs to over 700 µs of kernel time, depending on the directory and on what was deleted near
-it in the last minutes (ext4 without a journal steps over recently deleted inodes one by one), and each message
-creates three files (the partner's drop, the forwarded copy, the receipt). On var/ the figures measured that,
-not the hub; the cost on both is measured and shown with each run. *Bare floor*: the same
-decode (parse + XSD/schema validation + models), encode (map + validate) and sign of the same messages in a
-plain loop in one thread, no store, no files, measured again just before each backend (this machine's speed
-changes from minute to minute: the floor moved from 1,405/s to 678/s within one morning); the hub's share is
-its throughput / that floor. On a shared 2-core machine that also runs the partners' side (and other people's
-work: the load average is noted).
+The hub runs as `make run` runs it (`python run_hub.py`, the default config with overrides), its store in a
+temporary folder under var/: 2 workers, one in the hub's process and one in the worker process it starts
+(queue.processes = 2, queue.workers = 1; one process's threads share one core, under Python's global lock), on each
+backend. This process plays the partners through the drop folders, and looks at their out/ folders every 0.2 s while
+it waits (the figures come from the files' write times). The mix: seven message types that each open a conversation,
+so any number can flow (insurer → platform: PendingPolicy, RiskArticle; platform → insurer, signed by the hub with a
+software RSA-2048 key (rsa-sha256): InsuranceInquiry, AgreementSignRequest, TradeRegistration in both modes;
+platform → customs, signed the same way: CustomsRecordQuery), each fixture with a new message id and business key.
+*Throughput*: a backlog of messages dropped at once; messages per second from the first drop until the last
+forwarded message and receipt are in the partners' out/ folders (every one is checked there, once); three backlogs
+in a row on the same hub, the median (single runs here were up to a quarter apart). *Latency*: messages dropped at a
+steady 100 per second (the target's rate), then 25 per second (which this hub keeps up with, so no queue builds);
+per message, from its rename into in/ to its forwarded copy's write into out/. The drop folders are polled every 10
+ms here (default 200 ms); the work queue keeps its default (a worker is woken at once by work its hub commits, the
+worker process's through a pipe, and looks every 50 ms for the rest: looking every 10 ms cost more CPU than it saved
+waiting, and every backend's p99 at 100/s was worse for it). The store is on this machine's disk (var/); the
+partners' drop folders are in memory (/dev/shm, where there is one): on this disk, creating a file costs from 20 µs
+to over 700 µs of kernel time, depending on the directory and on what was deleted near it in the last minutes (ext4
+without a journal steps over recently deleted inodes one by one), and each message creates three files (the
+partner's drop, the forwarded copy, the receipt). On var/ the figures measured that, not the hub; the cost on both
+is measured and shown with each run. *Bare floor*: the same decode (parse + XSD/schema validation + models), encode
+(map + validate) and sign of the same messages in a plain loop in one thread, no store, no files, measured again
+just before each backend (this machine's speed changes from minute to minute: the floor moved from 1,405/s to 678/s
+within one morning); the hub's share is its throughput / that floor. On a shared 2-core machine that also runs the
+partners' side (and other people's work: the load average is noted).
 """
 
 from __future__ import annotations
@@ -77,8 +75,7 @@ SLOW_RATE = 25.0  # and again at a rate this machine's hub keeps up with, for th
 STEADY_SECONDS = 6.0
 # The drop folders are looked at this often (default 0.2 s): a message's latency includes up to one look.
 POLL_SECONDS = 0.01
-# The partners' side looks at their out/ folders this often while it waits; the figures are taken from the files'
-# write times, not from when it looked, so looking more often only takes CPU from the hub (listing thousands).
+# Looking more often only took CPU from the hub (listing thousands of files): the figures do not depend on it.
 WAIT_LOOK_SECONDS = 0.2
 TARGET_RATE = 500  # messages/s, embedded and RabbitMQ + PostgreSQL with 2 workers (issue 5)
 TARGET_P99_MS = 50
@@ -87,16 +84,10 @@ TARGET_SHARE = 0.5  # of the bare floor
 
 @dataclass(frozen=True)
 class Backend:
-    """A backend is a set of config overrides (HUB_SECTION__KEY), made ready by `setup` for one run, and how
-    its 2 workers run: threads of one hub process, or hub processes of one worker each."""
+    """A backend is a set of config overrides (HUB_SECTION__KEY), made ready by `setup` for one run."""
 
     name: str
     setup: Callable[[], AbstractContextManager[dict[str, str]]]
-    processes: int = 1
-
-    @property
-    def workers(self) -> str:
-        return "2 workers" if self.processes == 1 else f"{self.processes} hub processes of 1 worker"
 
 
 @contextmanager
@@ -137,9 +128,8 @@ def _rabbitmq_on_postgres() -> Iterator[dict[str, str]]:
 
 BACKENDS = (
     Backend("embedded (SQLite store and DB queue)", lambda: nullcontext({})),
-    Backend("embedded, 2 processes on one SQLite file", lambda: nullcontext({}), processes=2),
-    Backend("PostgreSQL store and DB queue", _fresh_postgres, processes=2),
-    Backend("RabbitMQ + PostgreSQL", _rabbitmq_on_postgres, processes=2),
+    Backend("PostgreSQL store and DB queue", _fresh_postgres),
+    Backend("RabbitMQ + PostgreSQL", _rabbitmq_on_postgres),
 )
 
 
@@ -230,46 +220,45 @@ def _free_port() -> int:
 
 
 class RunningHub:
-    """`python run_hub.py` (one process or several on one store) on a temporary folder, and the partners' side
-    of its drop folders."""
+    """`python run_hub.py` on a temporary folder, and the partners' side of its drop folders."""
 
-    def __init__(self, root: Path, exchange: Path, overrides: dict[str, str], processes: int = 1) -> None:
+    def __init__(self, root: Path, exchange: Path, overrides: dict[str, str]) -> None:
         self.root = root
         self.exchange = exchange
-        self.ports = [_free_port() for _ in range(processes)]
-        self.env = {**os.environ, **hub_environ(root, self.ports[0], exchange), **overrides}
-        if processes > 1:
-            self.env["HUB_QUEUE__WORKERS"] = "1"
-        self.procs: list[subprocess.Popen[bytes]] = []
+        self.port = _free_port()
+        self.env = {**os.environ, **hub_environ(root, self.port, exchange), **overrides}
+        self.proc: subprocess.Popen[bytes] | None = None
         self.dropped = 0
 
     def __enter__(self) -> RunningHub:
-        for n, port in enumerate(self.ports):
-            with open(self.root / f"hub-{n + 1}.log", "ab") as log:
-                self.procs.append(subprocess.Popen(
-                    [sys.executable, str(ROOT / "run_hub.py")], cwd=self.root,
-                    env={**self.env, "HUB_STATUS__PORT": str(port)}, stdout=log, stderr=log,
-                ))
+        with open(self.root / "hub.log", "ab") as log:
+            self.proc = subprocess.Popen([sys.executable, str(ROOT / "run_hub.py")], cwd=self.root, env=self.env,
+                                         stdout=log, stderr=log)
         deadline = time.monotonic() + 30
-        for n, (port, proc) in enumerate(zip(self.ports, self.procs, strict=True)):
-            while not _healthy(port):
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    self.__exit__()  # the others must not run on
-                    raise RuntimeError(f"the hub did not start: {(self.root / f'hub-{n + 1}.log').read_text()[-2000:]}")
-                time.sleep(0.1)
+        while not _healthy(self.port) or len(self._processes()) < 2:  # the hub and its worker process
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.__exit__()
+                raise RuntimeError(f"the hub did not start: {(self.root / 'hub.log').read_text()[-2000:]}")
+            time.sleep(0.1)
         return self
 
     def __exit__(self, *_exc: object) -> None:
-        for proc in self.procs:
-            proc.terminate()
-        for proc in self.procs:
-            proc.wait(timeout=30)
+        assert self.proc is not None
+        self.proc.terminate()
+        self.proc.wait(timeout=60)
+
+    def _processes(self) -> list[int]:
+        """The hub's process and the worker processes it started."""
+        from tests.conftest import child_processes
+
+        assert self.proc is not None
+        return [self.proc.pid, *child_processes(self.proc.pid)]
 
     def cpu_seconds(self) -> float:
-        """User + system time the hub processes have spent."""
+        """User + system time the hub's processes have spent."""
         total = 0
-        for proc in self.procs:
-            fields = (Path("/proc") / str(proc.pid) / "stat").read_text().rsplit(")", 1)[1].split()
+        for process in self._processes():
+            fields = Path(f"/proc/{process}/stat").read_text().rsplit(")", 1)[1].split()
             total += int(fields[11]) + int(fields[12])
         return total / os.sysconf("SC_CLK_TCK")
 
@@ -305,7 +294,7 @@ class RunningHub:
         while self.count() < 2 * self.dropped:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"after {timeout} s: {self.count()} of {2 * self.dropped} files delivered; "
-                                   f"see the hub-N.log files in {self.root}")
+                                   f"see hub.log in {self.root}")
             time.sleep(WAIT_LOOK_SECONDS)
         found = self.delivered()
         missing = {m.message_id for m in messages} - set(found)
@@ -367,7 +356,7 @@ def measure(backend: Backend, mix: Mix) -> list[Result]:
     on_disk, in_place = file_creation_micros(VAR), file_creation_micros(place)
     with (backend.setup() as overrides, tempfile.TemporaryDirectory(prefix="bench-", dir=VAR) as tmp,
           tempfile.TemporaryDirectory(prefix="hub-bench-exchange-", dir=place) as exchange,
-          RunningHub(Path(tmp), Path(exchange), overrides, backend.processes) as hub):
+          RunningHub(Path(tmp), Path(exchange), overrides) as hub):
         for partner in PARTNERS:
             (hub.exchange / partner / "out").mkdir(parents=True, exist_ok=True)
         runs = sorted(backlog_run(hub, mix) for _ in range(BACKLOG_RUNS))
@@ -381,7 +370,7 @@ def measure(backend: Backend, mix: Mix) -> list[Result]:
                f"on this machine's disk (var/): {on_disk:,.0f} µs; three files per message"),
         Result(f"**{backend.name}: throughput (target ≥ {TARGET_RATE}/s)**", throughput, "messages/s",
                f"{verdict(throughput >= TARGET_RATE)}; median of {BACKLOG_RUNS} backlogs of {BACKLOG} in a row "
-               f"({runs[0][0]:,.0f}–{runs[-1][0]:,.0f}/s), {backend.workers}"),
+               f"({runs[0][0]:,.0f}–{runs[-1][0]:,.0f}/s), 2 worker processes"),
         Result(f"{backend.name}: share of the bare floor (target ≥ {TARGET_SHARE:.0%})", share * 100, "%",
                f"{verdict(share >= TARGET_SHARE)}; {throughput:,.0f} / {floor:,.0f} messages/s"),
         Result(f"{backend.name}: hub CPU per message", cpu * 1e6, "µs",
