@@ -235,7 +235,8 @@ class Hub:
         if self.config.scheduler.enabled:
             self.jobs.start()
         queue = self.config.queue
-        workers = f"{queue.workers} workers" + (f" in each of {queue.processes} processes" * (queue.processes > 1))
+        workers = f"{queue.workers} worker{'s' * (queue.workers > 1)}" + (
+            f" in each of {queue.processes} processes" * (queue.processes > 1))
         log.info("hub running: %d partners, %d routes, %s, %d signers, store %s", len(self.channels),
                  len(self.config.routes), workers, len(self.signers), self.store.engine.url)
         if self.worker_processes:
