@@ -235,7 +235,8 @@ class RunningHub:
             self.proc = subprocess.Popen([sys.executable, str(ROOT / "run_hub.py")], cwd=self.root, env=self.env,
                                          stdout=log, stderr=log)
         deadline = time.monotonic() + 30
-        while not _healthy(self.port) or len(self._processes()) < 2:  # the hub and its worker process
+        processes = load_config(DEFAULT_CONFIG, environ=self.env).queue.processes  # the hub and its worker processes
+        while not _healthy(self.port) or len(self._processes()) < processes:
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 self.__exit__()
                 raise RuntimeError(f"the hub did not start: {(self.root / 'hub.log').read_text()[-2000:]}")
