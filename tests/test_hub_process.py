@@ -231,7 +231,7 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def _worker_pids(log: str) -> list[int]:
+def worker_pids(log: str) -> list[int]:
     """The worker processes the hub started, and ready to work (their own first line)."""
     return [int(pid) for pid in re.findall(r"worker process 1 started \(pid (\d+)\)", log)
             if f"[worker process {pid}] hub.processes: worker process of hub process" in log]
@@ -247,13 +247,13 @@ def test_the_default_runs_a_second_worker_process_that_shares_the_work_and_stops
     process = HubProcess(tmp_path, HUB_QUEUE__POLL_SECONDS="10")
     process.start()
     try:
-        wait_for(lambda: _worker_pids(process.log.read_text()), 10, "the worker process")
+        wait_for(lambda: worker_pids(process.log.read_text()), 10, "the worker process")
         for n in range(count):
             exchange.drop("insurer", f"insurer-pending-policy-{n:04d}.xml", _pending_policy(n)[1])
         exchange.wait_files("insurer", "out", count, "Receipt_*", timeout=60)
         wait_for(lambda: len(exchange.files("insurer", "archive")) == count, 60, "every input archived")
         log = process.log.read_text()
-        [worker] = _worker_pids(log)
+        [worker] = worker_pids(log)
         process.kill9()
         wait_for(lambda: not _alive(worker), 10, "the worker process to stop once its hub was killed")
     finally:
@@ -274,11 +274,11 @@ def test_a_worker_process_that_dies_is_started_again_and_stopping_the_hub_stops_
     process = HubProcess(tmp_path)
     process.start()
     try:
-        wait_for(lambda: _worker_pids(process.log.read_text()), 10, "the worker process")
-        [first] = _worker_pids(process.log.read_text())
+        wait_for(lambda: worker_pids(process.log.read_text()), 10, "the worker process")
+        [first] = worker_pids(process.log.read_text())
         os.kill(first, signal.SIGKILL)
-        wait_for(lambda: len(_worker_pids(process.log.read_text())) == 2, 15, "another worker process")
-        [_, second] = _worker_pids(process.log.read_text())
+        wait_for(lambda: len(worker_pids(process.log.read_text())) == 2, 15, "another worker process")
+        [_, second] = worker_pids(process.log.read_text())
         exchange.drop_fixture(UNDERWRITING / "valid" / "insurer-pending-policy-new.xml")
         exchange.wait_files("platform", "out", 1, "PendingPolicy_*", timeout=10)
     finally:

@@ -349,6 +349,44 @@ def test_a_batch_signed_by_the_card_survives_the_card_being_pulled_out(
     assert card.tries_left == 3
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("pin", [PIN, "12345678"], ids=["right PIN", "wrong PIN"])
+def test_a_hub_and_its_worker_process_sign_with_one_card_and_a_wrong_pin_costs_one_try_between_them(
+    pin: str, card: CardProcess, tmp_path: Path, exchange: Exchange,
+) -> None:
+    """`run` as `make run` runs it: the hub and its worker process each open the card through pcscd. With the
+    right PIN both sign; with a wrong one the card is refused the PIN once, whichever process presents it."""
+    from tests.test_hub_process import HubProcess, worker_pids
+
+    _config, config_path = card_config(tmp_path, 'pin_env = "HUB_TEST_CARD_PIN"')
+    process = HubProcess(tmp_path, HUB_TEST_CARD_PIN=pin, HUB_RETRY__WAIT_SECONDS="0.2")
+    process.args = ["--config", str(config_path), "run"]
+    process.start()
+    try:
+        wait_for(lambda: worker_pids(process.log.read_text()), 10, "the worker process")
+        open_conversations(exchange, 40)
+        drop_applications(exchange, range(40))
+        if pin == PIN:
+            sent = signed_out(exchange, 40)
+        else:
+            wait_for(lambda: len(process.get("/status")[1]["awaiting_signature"]) == 40, 30, "40 waiting")
+            time.sleep(1.5)  # several waits pass in both processes: none may present the PIN again
+    finally:
+        process.stop()
+    log = process.log.read_text()
+    if pin == PIN:
+        assert "] hub.pipeline: accepted InsuranceApplication" in log, "the worker process signed some"
+        cert = load_certificate(PENGCHENG_CERT)
+        assert all(verify_document(p.read_bytes(), [cert]).certificate_number == CARD_NUMBER  # type: ignore[union-attr]
+                   for p in sent)
+        assert card.tries_left == 3
+    else:
+        assert card.tries_left == 2, "exactly one try spent"
+        assert not exchange.files("insurer", "out", "InsuranceApplication_*")
+        waits = [line for line in log.splitlines() if "waits for its signature: PIN_" in line]
+        assert {"[worker process" in line for line in waits} == {True, False}, "both processes tried to sign"
+
+
 def test_a_wrong_pin_costs_one_try_then_messages_wait_until_an_operator_unblocks_the_card(
     card: CardProcess, tmp_path: Path, exchange: Exchange,
     start_hub: Callable[[HubConfig], Hub], caplog: pytest.LogCaptureFixture,
