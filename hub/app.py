@@ -214,7 +214,8 @@ class Hub:
         self.jobs = JobRunner(self)
         self.started_at = time.time()
         self.status_reader = StatusReader(config, self.store, self.started_at, self.signers.status,
-                                          lambda: self.jobs.role)
+                                          lambda: self.jobs.role,
+                                          worker_processes.describe if worker_processes else list)
         self.status_server: StatusServer | None = None
         self._stop = threading.Event()
         self._stop_requested = False

@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from hub.app import Hub
@@ -41,6 +41,7 @@ class WorkerProcesses:
                         "run", "--workers", str(workers), "--worker-of", str(os.getpid())]
         self.processes: list[subprocess.Popen[bytes] | None] = [None] * count
         self.due = [0.0] * count  # when each may be started (again)
+        self.deaths = [0] * count  # how often each has died
 
     def keep_up(self) -> None:
         """Start each worker process that is not running and is due to be started."""
@@ -53,12 +54,18 @@ class WorkerProcesses:
                             process.pid, process.returncode, RESTART_AFTER_SECONDS)
                 _close(process)
                 self.processes[n], self.due[n] = None, now + RESTART_AFTER_SECONDS
+                self.deaths[n] += 1
             elif now >= self.due[n]:
                 started = subprocess.Popen(self.command, stdin=subprocess.PIPE)
                 assert started.stdin is not None
                 os.set_blocking(started.stdin.fileno(), False)  # a wake-up never holds up the hub
                 self.processes[n] = started
                 log.info("worker process %d started (pid %d)", n + 1, started.pid)
+
+    def describe(self) -> list[dict[str, Any]]:
+        """For the status interface: each one's pid (None while it waits to be started again) and deaths."""
+        return [{"pid": process.pid if process else None, "deaths": deaths}
+                for process, deaths in zip(self.processes, self.deaths, strict=True)]
 
     def wake(self) -> None:
         """Work was committed in the hub: a byte on each worker process's stdin has its workers look now."""

@@ -44,19 +44,22 @@ class StatusReader:
     def __init__(
         self, config: HubConfig, store: Store, started_at: float, signers: Callable[[], dict[str, Any]] = dict,
         scheduler_role: Callable[[], str] = lambda: "off",
+        worker_processes: Callable[[], list[dict[str, Any]]] = list,
     ) -> None:
         self.config = config
         self.store = store
         self.started_at = started_at
         self.signers = signers  # each signer's status, read from the card or client without spending a PIN try
         self.scheduler_role = scheduler_role  # this process's part in running the jobs: leader, standby, off
+        self.worker_processes = worker_processes  # the processes this hub started to run more workers
         self.metrics = Metrics(HubCollector(store, signers, scheduler_role))
 
     def status(self) -> dict[str, Any]:
         signers = self.signers()  # talks to cards and clients: not while holding a snapshot of the store
         with self.store.read() as conn:
             return {
-                "hub": {"started_at": _iso(self.started_at), "uptime_seconds": round(time.time() - self.started_at)},
+                "hub": {"started_at": _iso(self.started_at), "uptime_seconds": round(time.time() - self.started_at),
+                        "worker_processes": self.worker_processes()},
                 "messages": self._messages(conn),
                 "queue": DbWorkQueue.depth(conn),
                 "routes": [self._route(conn, r.message, r.from_partner, r.to_partner) for r in self.config.routes],

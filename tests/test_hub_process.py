@@ -279,6 +279,7 @@ def test_a_worker_process_that_dies_is_started_again_and_stopping_the_hub_stops_
         os.kill(first, signal.SIGKILL)
         wait_for(lambda: len(worker_pids(process.log.read_text())) == 2, 15, "another worker process")
         [_, second] = worker_pids(process.log.read_text())
+        assert process.get("/status")[1]["hub"]["worker_processes"] == [{"pid": second, "deaths": 1}]
         exchange.drop_fixture(UNDERWRITING / "valid" / "insurer-pending-policy-new.xml")
         exchange.wait_files("platform", "out", 1, "PendingPolicy_*", timeout=10)
     finally:
