@@ -273,7 +273,8 @@ class Hub:
         """Until request_stop(), keeping the worker processes up meanwhile; then the caller calls stop()."""
         while not self._stop_requested:
             time.sleep(WAIT_STEP_SECONDS)
-            if self.worker_processes:
+            # Not once a stop is asked: Ctrl-C stops the worker processes too, which are not to be started again.
+            if self.worker_processes and not self._stop_requested:
                 self.worker_processes.keep_up()
 
     def _spawn(self, name: str, target: object) -> None:

@@ -112,5 +112,5 @@ def serve_as_worker_process(hub: Hub, hub_pid: int) -> None:
 
     threading.Thread(target=_woken, name="woken", daemon=True).start()
     hub.start_workers()
-    log.info("worker process of hub process %d: %d workers running", hub_pid, hub.config.queue.workers)
+    log.info("worker process of hub process %d running (queue.workers = %d)", hub_pid, hub.config.queue.workers)
     hub.wait()
