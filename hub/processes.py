@@ -42,6 +42,9 @@ class WorkerProcesses:
         self.processes: list[subprocess.Popen[bytes] | None] = [None] * count
         self.due = [0.0] * count  # when each may be started (again)
         self.deaths = [0] * count  # how often each has died
+        # Held while a pipe is written to or closed: a closed pipe's fd number may be reused at once by a file
+        # another thread opens, and a wake-up must never write into that.
+        self._pipes = threading.Lock()
 
     def keep_up(self) -> None:
         """Start each worker process that is not running and is due to be started."""
@@ -52,7 +55,7 @@ class WorkerProcesses:
             if process is not None:
                 log.warning("worker process %d (pid %d) exited with %s; another starts in %.0f s", n + 1,
                             process.pid, process.returncode, RESTART_AFTER_SECONDS)
-                _close(process)
+                self._close(process)
                 self.processes[n], self.due[n] = None, now + RESTART_AFTER_SECONDS
                 self.deaths[n] += 1
             elif now >= self.due[n]:
@@ -69,11 +72,11 @@ class WorkerProcesses:
 
     def wake(self) -> None:
         """Work was committed in the hub: a byte on each worker process's stdin has its workers look now."""
-        for process in self.processes:
-            if process is not None and process.stdin is not None:
-                # Full: it has been woken and not yet looked. Closed: it is being stopped or replaced.
-                with contextlib.suppress(OSError, ValueError):
-                    os.write(process.stdin.fileno(), b"!")
+        with self._pipes:
+            for process in self.processes:
+                if process is not None and process.stdin is not None and not process.stdin.closed:
+                    with contextlib.suppress(OSError):  # full: it was woken and has not looked yet; or it died
+                        os.write(process.stdin.fileno(), b"!")
 
     def stop(self) -> None:
         """Ask each to stop (they finish their batch), and wait; kill one that takes longer than STOP_SECONDS."""
@@ -90,14 +93,13 @@ class WorkerProcesses:
                 process.wait()
         for stopped in self.processes:
             if stopped is not None:
-                _close(stopped)
+                self._close(stopped)
         self.processes = [None] * len(self.processes)
 
-
-def _close(process: subprocess.Popen[bytes]) -> None:
-    if process.stdin is not None:
-        with contextlib.suppress(OSError):
-            process.stdin.close()
+    def _close(self, process: subprocess.Popen[bytes]) -> None:
+        with self._pipes, contextlib.suppress(OSError):
+            if process.stdin is not None:
+                process.stdin.close()
 
 
 def serve_as_worker_process(hub: Hub, hub_pid: int) -> None:
