@@ -215,6 +215,7 @@ _EVENTS = "hub_events"  # a write transaction's events, inserted when it ends
 # transaction reads or writes anything else, and when it ends. Other updates and deletes do not wait for held
 # inserts (none touches a row not yet read or inserted), but do wait for held state changes (they may depend on them).
 _HELD = "hub_held"
+_CHANGED = "hub_changed"  # the messages whose state change is held (a second change of one writes the first)
 _KNOWN = "hub_known"  # what a batch of decisions will look up, read ahead in one statement per table
 # PostgreSQL: a serial write transaction owes its lock (_SERIAL_WRITES) until its first statement, and sends it
 # with that one: a round trip fewer, and with read_together none of its own.
@@ -494,6 +495,7 @@ class Store:
                 Store.write_held(conn)
             finally:
                 del conn.info[_EVENTS], conn.info[_HELD]
+                conn.info.pop(_CHANGED, None)
                 conn.info.pop(_KNOWN, None)
                 conn.info.pop(_OWED_LOCK, None)
 
@@ -537,6 +539,7 @@ class Store:
         sets = []
         if held:
             conn.info[_HELD] = {}
+            conn.info.pop(_CHANGED, None)
             sets = sorted(((statement, rows) for (statement, _columns), rows in held.items()),
                           key=lambda each: (isinstance(each[0], Update), each[0].table is not messages))
         return Store._write_then_read(conn, sets, reads)
@@ -651,6 +654,10 @@ class Store:
         if held is None:
             conn.execute(_UPDATE_MESSAGE, change)
         else:
+            if message in conn.info.get(_CHANGED, ()):  # held changes are grouped by their columns, not in order
+                Store.write_held(conn)
+                held = conn.info[_HELD]
+            conn.info.setdefault(_CHANGED, set()).add(message)
             held.setdefault((_UPDATE_MESSAGE, tuple(change)), []).append(change)
         Store.add_event(conn, message, state, detail)
 

@@ -36,6 +36,18 @@ def test_held_state_changes_are_written_before_the_updates_and_reads_that_follow
     assert history == ["received", "accepted", "parked", "received"]
 
 
+def test_one_message_changed_again_and_again_in_a_transaction_ends_in_its_last_state(store: Store) -> None:
+    """Held changes are grouped by the columns they set; a message's later change must still land last."""
+    message = _received(store)
+    with store.begin() as conn:
+        store.set_state(conn, message, "accepted", message_id="MSG-3")
+        store.set_state(conn, message, "parked", error_code="RETRIES_EXHAUSTED")
+        store.set_state(conn, message, "rejected", message_id="MSG-3")
+    with store.read() as conn:
+        row = store.get_message(conn, message)
+    assert (row.state, row.error_code) == ("rejected", "RETRIES_EXHAUSTED")
+
+
 def test_a_failed_transaction_writes_none_of_its_held_state_changes(store: Store) -> None:
     message = _received(store)
     with pytest.raises(RuntimeError), store.begin() as conn:
