@@ -371,7 +371,7 @@ def measure(backend: Backend, mix: Mix) -> list[Result]:
                f"on this machine's disk (var/): {on_disk:,.0f} µs; three files per message"),
         Result(f"**{backend.name}: throughput (target ≥ {TARGET_RATE}/s)**", throughput, "messages/s",
                f"{verdict(throughput >= TARGET_RATE)}; median of {BACKLOG_RUNS} backlogs of {BACKLOG} in a row "
-               f"({runs[0][0]:,.0f}–{runs[-1][0]:,.0f}/s), 2 worker processes"),
+               f"({runs[0][0]:,.0f}–{runs[-1][0]:,.0f}/s), 2 processes of 1 worker"),
         Result(f"{backend.name}: share of the bare floor (target ≥ {TARGET_SHARE:.0%})", share * 100, "%",
                f"{verdict(share >= TARGET_SHARE)}; {throughput:,.0f} / {floor:,.0f} messages/s"),
         Result(f"{backend.name}: hub CPU per message", cpu * 1e6, "µs",

@@ -46,10 +46,10 @@ class QueueConfig(Section):
     carries the work to the workers of every hub process (hub/rabbitqueue.py); it needs a PostgreSQL store."""
 
     kind: Literal["db", "rabbitmq"] = "db"
-    workers: Annotated[int, Field(ge=1, le=64)] = 2  # worker threads of each process
     # Processes running workers on this machine, the one `run` started included: it starts the others
     # (hub/processes.py). Python runs one thread of a process at a time; processes use the machine's cores.
-    processes: Annotated[int, Field(ge=1, le=64)] = 1
+    processes: Annotated[int, Field(ge=1, le=64)] = 2
+    workers: Annotated[int, Field(ge=1, le=64)] = 1  # worker threads of each process
     lease_seconds: Annotated[float, Field(gt=0)] = 30.0
     poll_seconds: Annotated[float, Field(gt=0, le=10)] = 0.05
     # Steps a worker takes at once: a batch of messages is decided in one transaction and its files delivered
