@@ -26,6 +26,7 @@ from hub.signing.software import load_private_key
 from hub.signing.virtual_card import CardProfile, VirtualCard
 from tests.conftest import REPO, UNDERWRITING, Exchange, hub_environ, needs, wait_for
 from tests.signing.conftest import CARDS, ENTERPRISES, FIXTURES, PIN, READER, CardProcess, pcscd_running
+from tests.test_hub_process import HubProcess, worker_pids
 
 VALID = UNDERWRITING / "valid"
 PENDING = (VALID / "insurer-pending-policy-new.xml").read_text(encoding="utf-8")
@@ -356,8 +357,6 @@ def test_a_hub_and_its_worker_process_sign_with_one_card_and_a_wrong_pin_costs_o
 ) -> None:
     """`run` as `make run` runs it: the hub and its worker process each open the card through pcscd. With the
     right PIN both sign; with a wrong one the card is refused the PIN once, whichever process presents it."""
-    from tests.test_hub_process import HubProcess, worker_pids
-
     _config, config_path = card_config(tmp_path, 'pin_env = "HUB_TEST_CARD_PIN"')
     process = HubProcess(tmp_path, HUB_TEST_CARD_PIN=pin, HUB_RETRY__WAIT_SECONDS="0.2")
     process.args = ["--config", str(config_path), "run"]
