@@ -358,7 +358,7 @@ def make_engine(url: str, connections: int = 5) -> Engine:
         # No checkpoint inside a commit (it fsyncs: 100 ms and more on a busy disk, in whichever worker's
         # commit hit it): the running hub checkpoints in a thread of its own (Store.checkpoint).
         cursor.execute("PRAGMA wal_autocheckpoint=0")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 
@@ -416,6 +416,10 @@ def _sql(dialect: Any, statement: Select[Any], params: dict[str, Any]) -> tuple[
         compiled = _COMPILED[(statement, dialect)] = statement.compile(dialect=dialect)
     expanded = compiled.construct_expanded_state(params)
     return expanded.statement, expanded.parameters
+
+
+_BUSY_TIMEOUT_MS = 30_000
+_RESTART_WAIT_MS = 100  # the longest a checkpoint holds the writers back for a reader (Store.checkpoint)
 
 
 class _SqliteWriter:
@@ -518,10 +522,22 @@ class Store:
             yield conn if self.is_sqlite else conn.execution_options(isolation_level="AUTOCOMMIT")
 
     def checkpoint(self) -> None:
-        """Copy SQLite's write-ahead log into the database as far as readers allow, without blocking anyone."""
+        """Copy SQLite's write-ahead log into the database, and start the log over.
+
+        A passive checkpoint alone stops at the oldest reader's snapshot and at the log's end, and under a steady
+        load there is always a reader or a newer write: the log never started over, and held everything written
+        since the load began (600 MB after 6,000 messages; each new page of it cost the kernel an allocation). So
+        the bulk is copied passively while writers go on, and the rest with the writers held back, waiting
+        briefly for readers to finish; a reader that takes longer leaves the restart to the next checkpoint."""
         if self.is_sqlite:
             with self.engine.connect() as conn:
                 conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+            with self._writer, self.engine.connect() as conn:
+                conn.exec_driver_sql(f"PRAGMA busy_timeout={_RESTART_WAIT_MS}")
+                try:
+                    conn.exec_driver_sql("PRAGMA wal_checkpoint(RESTART)")
+                finally:
+                    conn.exec_driver_sql(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
 
     # -- messages and their history -------------------------------------------------------------------
 
