@@ -11,7 +11,6 @@ import hashlib
 import os
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from operator import itemgetter
@@ -46,6 +45,8 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import Delete, Insert, Select, Update
+
+from hub.identifiers import time_ordered_id
 
 metadata = MetaData()
 
@@ -306,7 +307,7 @@ _UPDATE_CONVERSATION = (
 
 
 def new_id() -> str:
-    return str(uuid.uuid4()).upper()
+    return time_ordered_id()
 
 
 def advisory_key(name: str) -> int:

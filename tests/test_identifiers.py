@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import time
+import uuid
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -7,6 +10,7 @@ from hypothesis import strategies as st
 from hub.identifiers import (
     USCC_CHARSET,
     org_code_check_char,
+    time_ordered_id,
     validate_landline,
     validate_message_id,
     validate_mobile,
@@ -64,3 +68,16 @@ def test_mobile_landline_and_message_id() -> None:
                        (validate_message_id, "6f1c2a4e-3b7d-4e21-9a55-0c8e7d1b2a01")]:
         with pytest.raises(ValueError):
             check(bad)
+
+
+def test_new_ids_are_message_ids_that_sort_in_the_order_they_were_made() -> None:
+    made = []
+    for _ in range(3):
+        made.append(time_ordered_id())
+        time.sleep(0.002)  # the order is by millisecond; within one, the random part decides
+    assert made == sorted(made)
+    many = {time_ordered_id() for _ in range(10_000)}
+    assert len(many) == 10_000
+    for each in made:
+        assert validate_message_id(each) == each
+        assert uuid.UUID(each).version == 7

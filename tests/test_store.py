@@ -119,3 +119,22 @@ def test_sqlite_checkpoint_holds_the_writers_back_only_briefly_for_a_reader_that
         _received(store)  # the writers go on while the reader stays
     store.close()
     assert waited < 5, f"the checkpoint held the writers for {waited:.1f} s (the store's busy timeout is 30 s)"
+
+
+def test_a_batch_of_new_messages_writes_few_pages_to_the_sqlite_log(tmp_path: Path) -> None:
+    """New hub ids sort after the ones before them (hub.identifiers.time_ordered_id), so a batch's rows land
+    together at the end of each index on them; with random ids each row wrote a page of its own to the log."""
+    store = Store(f"sqlite:///{tmp_path / 'hub.db'}")
+    store.create_schema()
+    for _ in range(30):
+        with store.begin() as conn:
+            for _ in range(100):
+                store.add_message(conn, direction="in", partner="insurer", state="received", size=4, raw=b"<x/>")
+    store.checkpoint()
+    with store.begin() as conn:
+        for _ in range(50):
+            store.add_message(conn, direction="in", partner="insurer", state="received", size=4, raw=b"<x/>")
+    with store.engine.connect() as conn:
+        _busy, frames, _copied = conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)").one()
+    store.close()
+    assert frames < 30, f"a batch of 50 new messages wrote {frames} pages to the log"

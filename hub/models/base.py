@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import uuid
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from enum import IntEnum
@@ -64,7 +63,7 @@ Money = Annotated[
 
 
 def new_message_id() -> str:
-    return str(uuid.uuid4()).upper()
+    return identifiers.time_ordered_id()
 
 
 def beijing_now() -> datetime:
