@@ -101,6 +101,11 @@ _NEVER_ANSWERED = ("Receipt", "DxpRep")  # answering an answer is the way to an 
 # Inputs that are not documents at all: their own error says more than any signature error could.
 _UNREADABLE = {MESSAGE_EMPTY.code, MALFORMED_XML.code}
 
+# Log lines of a transaction's decisions, written once it has committed: a failed batch is decided again, one
+# message at a time, and only what was decided is said (each line also cost the writer lock 25 µs).
+Said = list[tuple[int, str, tuple[Any, ...]]]
+
+
 @dataclass(frozen=True)
 class Answer:
     """A receipt for an input, in its sender's format and envelope, ready to store and deliver."""
@@ -333,6 +338,7 @@ class Pipeline:
 
     def _decide(self, ready: list[tuple[WorkItem, Any, Prepared | Refused | DxpResponse | None]]) -> None:
         ids = [row.id for _item, row, _prepared in ready]
+        said: Said = []
         try:
             with self.store.begin() as conn:
                 # Looked ahead for every prepared message, with their states: one round trip on PostgreSQL.
@@ -340,7 +346,7 @@ class Pipeline:
                 states = self._look_ahead(conn, ids, candidates)
                 for row, prepared in candidates:
                     if states[row.id] in _UNDECIDED:
-                        self._decide_one(conn, row, prepared)
+                        self._decide_one(conn, row, prepared, said)
                 decided, pending = self.store.decided(conn, ids)
         except Exception as exc:
             if len(ready) == 1:
@@ -352,6 +358,8 @@ class Pipeline:
             for each in ready:
                 self._decide([each])
             return
+        for level, text, args in said:
+            log.log(level, text, *args)
         items = [item for item, _row, _prepared in ready]
         self._guarded(items, lambda: self._follow_through(items, [decided[i] for i in ids], pending))
 
@@ -370,7 +378,7 @@ class Pipeline:
             conversations_=[(message.family, key) for _s, message, key, _v in keyed],
             answers=[(sender, message.family, key) for sender, message, key, _v in keyed])
 
-    def _decide_one(self, conn: Connection, row: Any, prepared: Prepared | Refused | DxpResponse) -> None:
+    def _decide_one(self, conn: Connection, row: Any, prepared: Prepared | Refused | DxpResponse, said: Said) -> None:
         if not isinstance(prepared, DxpResponse) and prepared.taken is not None:
             self._answer_envelope(conn, row, prepared.taken)
         try:
@@ -383,11 +391,11 @@ class Pipeline:
                 self._take_receipt(conn, row, prepared.message)
             else:
                 self._note_verified(conn, row, prepared)
-                self._accept(conn, row, prepared)
+                self._accept(conn, row, prepared, said)
         except HubError as err:
             if err.disposition is not Disposition.REJECT:
                 raise
-            self._reject(conn, row, err, prepared.refused if isinstance(prepared, Refused) else None)
+            self._reject(conn, row, err, prepared.refused if isinstance(prepared, Refused) else None, said)
 
     def _follow_through(self, items: list[WorkItem], decided: list[Any], pending: list[Any]) -> None:
         """Deliver what the decisions scheduled and settle the inputs, under the process items' leases: no more
@@ -547,7 +555,7 @@ class Pipeline:
         number = certificate_number(self.signers[name].certificate())
         return signed, f"signed by {name}: certificate {number}, {algorithm}"
 
-    def _accept(self, conn: Connection, row: Any, prepared: Prepared) -> None:
+    def _accept(self, conn: Connection, row: Any, prepared: Prepared, said: Said) -> None:
         message, destination = prepared.message, prepared.destination
         sender, fmt = row.partner, self.formats[row.partner]
         mtype, mid, canonical = message.message_type, message.message_id, prepared.canonical
@@ -581,7 +589,8 @@ class Pipeline:
             info = (f"{mtype} {key} acknowledged again: it repeats message {original.message_id}, accepted before "
                     f"(receipt {receipt.message_id if receipt else 'none'}); not forwarded again")
             self._answer(conn, row, self._receipt(row, message, ReturnStatus.ACCEPTED, info, []))
-            log.info("%s %s from %s repeats %s: answered, not forwarded", mtype, mid, sender, original.message_id)
+            said.append((logging.INFO, "%s %s from %s repeats %s: answered, not forwarded",
+                         (mtype, mid, sender, original.message_id)))
             return
         if key is not None and version is not None:
             self.store.mark_version(conn, mtype, key, version, row.id)
@@ -599,7 +608,7 @@ class Pipeline:
             assert prepared.forwarded is not None
             answer = prepared.forwarded
         self._answer(conn, row, answer)
-        log.info("accepted %s %s from %s (%s)", mtype, mid, sender, answer.receipt.return_info)
+        said.append((logging.INFO, "accepted %s %s from %s (%s)", (mtype, mid, sender, answer.receipt.return_info)))
 
     def _duplicate(self, conn: Connection, first: str, canonical: str, refuse: Any) -> HubError:
         """A message id taken before. The copy is refused DUPLICATE_MESSAGE either way, so nothing is processed
@@ -718,7 +727,7 @@ class Pipeline:
                              f"DxpRep for {', '.join(a.original.cop_msg_id for _, a in answered)}",
                              message_type="DxpRep", family="envelope")
 
-    def _reject(self, conn: Connection, row: Any, err: HubError, envelope: TransInfo | None) -> None:
+    def _reject(self, conn: Connection, row: Any, err: HubError, envelope: TransInfo | None, said: Said) -> None:
         """Refused: the store says why, and so does the answer (the receipt; for a refused envelope whose
         TransInfo reads, the node's DxpRep)."""
         self.store.set_state(
@@ -726,7 +735,7 @@ class Pipeline:
             error_code=err.code, error_field=err.field, error_message=err.message,
             message_id=err.message_id, message_type=err.message_type,
         )
-        log.warning("rejected %s/in/%s (%s): %s", row.partner, row.file_name, row.id, err)
+        said.append((logging.WARNING, "rejected %s/in/%s (%s): %s", (row.partner, row.file_name, row.id, err)))
         if envelope is not None:
             self._answer_envelope(conn, row, envelope, refusal=err)
         elif err.message_type not in _NEVER_ANSWERED:

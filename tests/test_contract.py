@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from threading import Event, Thread
+from typing import Any
 
 import pytest
 from amqp.exceptions import MessageNacked
@@ -173,6 +174,38 @@ def test_one_batch_decides_each_message_as_if_it_came_alone(
     assert status["queue"]["parked"] == 0 and status["queue"]["ready"] == 0
     assert "deciding each on its own" not in caplog.text, "the batch was decided in one transaction"
 
+
+def test_a_batch_that_fails_logs_only_the_decisions_that_were_kept(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch whose transaction fails is decided again, one message at a time. What the failed transaction
+    decided was never kept, so the log must not say it: each message is said to be accepted once."""
+    caplog.set_level(logging.INFO, logger="hub.pipeline")
+    exchange = Exchange(tmp_path / "exchange")
+    other_id, other = _pending_policy(7)
+    hub = Hub(load_config(DEFAULT_CONFIG, environ=hub_environ(tmp_path)))
+    try:
+        exchange.drop_fixture(PENDING)
+        exchange.drop("insurer", "insurer-pending-policy-other.xml", other)
+        hub.pipeline.take_in(hub.channels["insurer"].poll())
+        accept, failed = hub.pipeline._accept, []
+
+        def failing_once(conn: Any, row: Any, prepared: Any, said: Any) -> None:
+            if prepared.message.message_id == other_id and not failed:  # after the first message's decision
+                failed.append(True)
+                raise RuntimeError("a defect in the second decision")
+            accept(conn, row, prepared, said)
+
+        monkeypatch.setattr(hub.pipeline, "_accept", failing_once)
+        batch = hub.queue.claim("test", hub.config.queue.batch)
+        assert len(batch) == 2
+        hub.pipeline.handle(batch)
+    finally:
+        hub.stop()
+    assert "deciding each on its own" in caplog.text
+    said = sorted(r.getMessage().split(" from ")[0] for r in caplog.records if r.getMessage().startswith("accepted"))
+    assert said == sorted([f"accepted PendingPolicy {PENDING_ID}", f"accepted PendingPolicy {other_id}"])
+    assert len(exchange.files("platform", "out", "PendingPolicy_*")) == 2
 
 def test_a_batch_is_decided_through_the_indexes_never_a_whole_table_scan(tmp_path: Path) -> None:
     """The seen ids, versions and conversations grow for as long as the hub runs: a batch's statements must search
