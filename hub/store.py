@@ -7,10 +7,12 @@ Times are seconds since the epoch (float): portable across SQLite and PostgreSQL
 from __future__ import annotations
 
 import fcntl
+import functools
 import hashlib
 import os
 import threading
 import time
+from collections import namedtuple
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from operator import itemgetter
@@ -409,6 +411,22 @@ def _in_one_pipeline(driver: Any, sets: list[tuple[str, list[Any]]], reads: list
 _COMPILED: dict[tuple[Any, Any], Any] = {}
 
 
+@functools.cache
+def _row_type(columns: tuple[str, ...]) -> Any:
+    return namedtuple("Row", columns, rename=True)
+
+
+def _sqlite_rows(driver: Any, query: str, params: Any) -> list[Any]:
+    """A SELECT's rows straight from sqlite3, its columns' names their attributes, as SQLAlchemy's rows (through
+    SQLAlchemy, the reads of a batch's decisions took a fifth of the time it held the writer lock)."""
+    cursor = driver.execute(query, params)
+    try:
+        row = _row_type(tuple(column[0] for column in cursor.description))
+        return [row._make(each) for each in cursor]
+    finally:
+        cursor.close()
+
+
 def _sql(dialect: Any, statement: Select[Any], params: dict[str, Any]) -> tuple[str, Any]:
     """The statement's SQL for `dialect` with its lists expanded, and its parameters, for the driver (compiled
     once per statement: compiling is most of what SQLAlchemy spends on a statement)."""
@@ -416,7 +434,7 @@ def _sql(dialect: Any, statement: Select[Any], params: dict[str, Any]) -> tuple[
     if compiled is None:
         compiled = _COMPILED[(statement, dialect)] = statement.compile(dialect=dialect)
     expanded = compiled.construct_expanded_state(params)
-    return expanded.statement, expanded.parameters
+    return expanded.statement, expanded.positional_parameters if dialect.positional else expanded.parameters
 
 
 _BUSY_TIMEOUT_MS = 30_000
@@ -601,7 +619,7 @@ class Store:
                         for each in values:
                             copy.write_row(each)
             if dialect.name != "postgresql":
-                return [list(conn.execute(statement, params)) for statement, params in reads]
+                return [_sqlite_rows(driver, *_sql(dialect, statement, params)) for statement, params in reads]
             return _in_one_pipeline(driver, small, [_sql(dialect, statement, params) for statement, params in reads])
         except dialect.loaded_dbapi.Error as exc:  # the same errors as any statement's (retry knows them)
             tables = ", ".join(str(s.table) for s, _ in sets) or "no table"
