@@ -87,6 +87,9 @@ log = logging.getLogger("hub.pipeline")
 
 _MAX_RECEIPT_ERRORS = 20
 INTAKE_BATCH = 50  # inputs stored per transaction
+# The inputs a worker prepares at once, together, in bytes (at least one, whatever its size): a claim of the
+# platform's may carry 54 MB, and a batch holds each one several times over (its bytes, model, mapped copy).
+BATCH_BYTES = 64 * 1024 * 1024
 RECEIVED = "received"
 AWAITING_SIGNATURE = "awaiting-signature"
 DELIVERING = "delivering"  # staged at the partner's channel; the store says so before it is shown to the partner
@@ -315,7 +318,14 @@ class Pipeline:
         """Decide on inbound messages: each prepared (the slow part: verify, decode, map, sign) before the write
         lock is taken, then all decided in one transaction, then delivered and settled together."""
         with self.store.read() as conn:
-            rows = self.store.get_messages(conn, [item.message for item in items])
+            sizes = self.store.sizes(conn, [item.message for item in items])
+            taken, total = 1, sizes[items[0].message]
+            while taken < len(items) and total + sizes[items[taken].message] <= BATCH_BYTES:
+                total += sizes[items[taken].message]
+                taken += 1
+            rows = self.store.get_messages(conn, [item.message for item in items[:taken]])
+        self.queue.release(items[taken:])  # for the next claim, no attempt spent
+        items = items[:taken]
         # A slow signer (a card) must not let the batch's last leases run out before they are started.
         started, budget = time.monotonic(), self.config.queue.lease_seconds / 3
         ready = []

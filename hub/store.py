@@ -239,6 +239,7 @@ _PENDING_ANSWERS = (
 )
 _GET_HEADS = select(*(c for c in messages.c if c.name not in ("raw", "canonical"))).where(_AMONG)
 _GET_STATES = select(messages.c.id, messages.c.state).where(_AMONG)
+_GET_SIZES = select(messages.c.id, messages.c.size).where(_AMONG)
 _STORED = select(messages.c.id).where(_AMONG)
 _INSERT_SEEN = insert(seen_messages)
 _FIRST_SEEN = select(seen_messages.c.first).where(
@@ -724,6 +725,11 @@ class Store:
     @staticmethod
     def get_message(conn: Connection, message: str) -> Any:
         return conn.execute(_GET_MESSAGE, {"_id": message}).one_or_none()
+
+    @staticmethod
+    def sizes(conn: Connection, ids: list[str]) -> dict[str, int]:
+        """Each message's size in bytes, as received or as stored to send."""
+        return {row.id: row.size for row in conn.execute(_GET_SIZES, {"_ids": ids})}
 
     @staticmethod
     def get_messages(conn: Connection, ids: list[str]) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from kombu import Connection
 from sqlalchemy import event as sqlalchemy_event
 from sqlalchemy import select
 
+from hub import pipeline
 from hub.app import Hub
 from hub.config import DEFAULT_CONFIG, HubConfig, load_config
 from hub.operations import Operations
@@ -206,6 +207,31 @@ def test_a_batch_that_fails_logs_only_the_decisions_that_were_kept(
     said = sorted(r.getMessage().split(" from ")[0] for r in caplog.records if r.getMessage().startswith("accepted"))
     assert said == sorted([f"accepted PendingPolicy {PENDING_ID}", f"accepted PendingPolicy {other_id}"])
     assert len(exchange.files("platform", "out", "PendingPolicy_*")) == 2
+
+def test_a_batch_takes_no_more_bytes_than_it_may_and_gives_the_rest_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch holds its inputs' bytes several times over while it is prepared: beyond BATCH_BYTES (a claim may
+    carry 54 MB) the rest of the claim goes back to the queue, unstarted, for the next claim."""
+    exchange = Exchange(tmp_path / "exchange")
+    made = [_pending_policy(n) for n in range(1, 5)]
+    monkeypatch.setattr(pipeline, "BATCH_BYTES", 2 * len(made[0][1]) + 100)  # room for two
+    hub = Hub(load_config(DEFAULT_CONFIG, environ=hub_environ(tmp_path)))
+    try:
+        for n, (_id, xml) in enumerate(made):
+            exchange.drop("insurer", f"insurer-pending-policy-{n}.xml", xml)
+        hub.pipeline.take_in(hub.channels["insurer"].poll())
+        batch = hub.queue.claim("test", hub.config.queue.batch)
+        assert len(batch) == 4
+        hub.pipeline.handle(batch)
+        assert len(exchange.files("platform", "out", "PendingPolicy_*")) == 2
+        rest = hub.queue.claim("test", hub.config.queue.batch)
+        assert [item.attempts for item in rest] == [1, 1], "given back unstarted: no attempt spent"
+        hub.pipeline.handle(rest)
+    finally:
+        hub.stop()
+    forwarded = [json.loads(p.read_bytes())["messageId"] for p in exchange.files("platform", "out", "PendingPolicy_*")]
+    assert sorted(forwarded) == sorted(message_id for message_id, _xml in made)
 
 def test_a_batch_is_decided_through_the_indexes_never_a_whole_table_scan(tmp_path: Path) -> None:
     """The seen ids, versions and conversations grow for as long as the hub runs: a batch's statements must search
