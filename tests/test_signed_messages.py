@@ -358,7 +358,8 @@ def test_a_hub_and_its_worker_process_sign_with_one_card_and_a_wrong_pin_costs_o
     """`run` as `make run` runs it: the hub and its worker process each open the card through pcscd. With the
     right PIN both sign; with a wrong one the card is refused the PIN once, whichever process presents it."""
     _config, config_path = card_config(tmp_path, 'pin_env = "HUB_TEST_CARD_PIN"')
-    process = HubProcess(tmp_path, HUB_TEST_CARD_PIN=pin, HUB_RETRY__WAIT_SECONDS="0.2")
+    # Batches of 8: the 40 applications are several claims, so both processes take some.
+    process = HubProcess(tmp_path, HUB_TEST_CARD_PIN=pin, HUB_RETRY__WAIT_SECONDS="0.2", HUB_QUEUE__BATCH="8")
     process.args = ["--config", str(config_path), "run"]
     process.start()
     try:
