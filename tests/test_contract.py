@@ -208,6 +208,7 @@ def test_a_batch_that_fails_logs_only_the_decisions_that_were_kept(
     assert said == sorted([f"accepted PendingPolicy {PENDING_ID}", f"accepted PendingPolicy {other_id}"])
     assert len(exchange.files("platform", "out", "PendingPolicy_*")) == 2
 
+
 def test_a_batch_takes_no_more_bytes_than_it_may_and_gives_the_rest_back(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -232,6 +233,7 @@ def test_a_batch_takes_no_more_bytes_than_it_may_and_gives_the_rest_back(
         hub.stop()
     forwarded = [json.loads(p.read_bytes())["messageId"] for p in exchange.files("platform", "out", "PendingPolicy_*")]
     assert sorted(forwarded) == sorted(message_id for message_id, _xml in made)
+
 
 def test_a_batch_is_decided_through_the_indexes_never_a_whole_table_scan(tmp_path: Path) -> None:
     """The seen ids, versions and conversations grow for as long as the hub runs: a batch's statements must search

@@ -79,7 +79,6 @@ def test_a_store_made_by_an_earlier_version_loses_its_index_on_state_so_state_ch
         assert options == ["fillfactor=70"]
 
 
-
 def test_sqlite_log_starts_over_at_a_checkpoint_that_a_reader_held_up(tmp_path: Path) -> None:
     """A passive checkpoint stops at the oldest reader's snapshot, and under a steady load a reader, or a write
     after it, is always there: the log never started over and held everything written since the load began
