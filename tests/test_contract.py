@@ -477,7 +477,8 @@ def test_two_hub_processes_on_one_sqlite_file_deliver_each_message_once(tmp_path
     queue for SQLite's one writer (an flock beside the file); each message is forwarded and answered once."""
     count = 60
     exchange = Exchange(tmp_path / "exchange")
-    processes = [HubProcess(tmp_path, HUB_QUEUE__WORKERS="1") for _ in range(2)]
+    # Batches of 8: the 60 policies are several claims, so both processes can take some.
+    processes = [HubProcess(tmp_path, HUB_QUEUE__WORKERS="1", HUB_QUEUE__BATCH="8") for _ in range(2)]
     for n, process in enumerate(processes):
         process.log = tmp_path / f"hub-{n}.log"
         process.launch()

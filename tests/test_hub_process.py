@@ -244,7 +244,8 @@ def test_the_default_runs_a_second_worker_process_that_shares_the_work_and_stops
     the worker process takes its share because the hub wakes it when it has stored the inputs."""
     count = 60
     exchange = Exchange(tmp_path / "exchange")
-    process = HubProcess(tmp_path, HUB_QUEUE__POLL_SECONDS="10")
+    # Batches of 8: the 60 policies are several claims, so both processes can take some.
+    process = HubProcess(tmp_path, HUB_QUEUE__POLL_SECONDS="10", HUB_QUEUE__BATCH="8")
     process.start()
     try:
         wait_for(lambda: worker_pids(process.log.read_text()), 10, "the worker process")
