@@ -2,8 +2,9 @@
 
 The hub runs as `make run` runs it (`python run_hub.py`, the default config with overrides), its store in a
 temporary folder under var/: 2 workers, one in the hub's process and one in the worker process it starts
-(queue.processes = 2, queue.workers = 1; one process's threads share one core, under Python's global lock), on each
-backend. This process plays the partners through the drop folders, and looks at their out/ folders every 0.2 s while
+(queue.processes = 2, queue.workers = 1; one process's threads share one core, under Python's global lock), each
+taking up to 64 steps at once (queue.batch), on each backend. This process plays the partners through the drop
+folders, and looks at their out/ folders every 0.2 s while
 it waits (the figures come from the files' write times). The mix: seven message types that each open a conversation,
 so any number can flow (insurer → platform: PendingPolicy, RiskArticle; platform → insurer, signed by the hub with a
 software RSA-2048 key (rsa-sha256): InsuranceInquiry, AgreementSignRequest, TradeRegistration in both modes;
