@@ -58,7 +58,8 @@ class QueueConfig(Section):
     batch: Annotated[int, Field(ge=1, le=500)] = 64
     url: Annotated[str, Field(pattern=r"^amqps?://")] = "amqp://guest:guest@127.0.0.1:5672//"
     name_prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,100}$")] = "hub"
-    prefetch: Annotated[int, Field(ge=1, le=1000)] = 128  # deliveries each worker holds ahead (at least batch)
+    # Steps each worker holds ahead (at least batch), in whole broker messages of up to 16.
+    prefetch: Annotated[int, Field(ge=1, le=1000)] = 128
     # Losses of a step (its worker died or stalled past the lease) before it is parked as a poison message; on
     # RabbitMQ also the work queue's x-delivery-limit (deliveries without an ack).
     delivery_limit: Annotated[int, Field(ge=1)] = 10

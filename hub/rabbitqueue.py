@@ -2,18 +2,19 @@
 
 The `work` table stays the record of every step (the outbox): enqueue inserts a row in the caller's
 transaction, exactly as on the DB queue. A relay publishes ready rows to RabbitMQ with publisher confirms, on
-a connection of its own, and only then marks them "queued"; a crash in between publishes a row twice, never
-zero times. A worker turns a delivery into a claim only if its row is still waiting and due (one atomic
-UPDATE): a stale or duplicate delivery is acked and dropped. The worker acks after the pipeline's transaction has
-committed. The broker carries wake-ups; what is owed lives in the table, so nothing RabbitMQ forgets is lost:
-expired leases (dead workers) are reaped and published again, as are rows queued long ago and never claimed.
+a connection of its own, up to ITEMS_PER_MESSAGE row ids to a message, and only then marks them "queued"; a
+crash in between publishes a row twice, never zero times. A worker claims a delivered row only if it is still
+waiting and due (one atomic UPDATE): a stale or duplicate one is dropped. The worker acks a message once the
+pipeline's transactions for all the rows it carried have committed. The broker carries wake-ups; what is owed
+lives in the table, so nothing RabbitMQ forgets is lost: expired leases (dead workers) are reaped and published
+again, as are rows queued long ago and never claimed.
 
 Topology, all quorum queues on the default exchange, names under queue.name_prefix:
 - PREFIX.work: what workers consume (prefetch bounded); x-delivery-limit dead-letters a message the broker
   handed out that many times without an ack to PREFIX.parked.
 - PREFIX.retry.<ms>ms: one per retry tier, with a per-queue x-message-ttl and dead-lettering back to work.
   Per-message TTLs would block the queue's head (a 1 s message waited behind a 5 s one: ENGINEERING.md).
-- PREFIX.parked: what the broker gave up on; its consumer parks the row in the store, where `parked` and
+- PREFIX.parked: what the broker gave up on; its consumer parks the rows in the store, where `parked` and
   `replay` see it. Work the pipeline parks is parked in the store directly (park() is the DB queue's).
 
 Jitter cannot be per message with per-queue TTLs, so a retry's delay is kept exact in the row (available_at)
@@ -29,7 +30,7 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from threading import Event
 from typing import Any
 
@@ -45,6 +46,9 @@ from hub.workqueue import ASYNC_COMMIT_RETURNED, LEASED, WAITING, DbWorkQueue, W
 log = logging.getLogger("hub.rabbitqueue")
 
 RELAY_BATCH = 200
+# Work items one broker message carries (its body: their row ids). One message each cost the broker 300-400 µs of
+# CPU and the hub as much again in py-amqp's framing (measured), on a 2-core machine the hub shares with it.
+ITEMS_PER_MESSAGE = 16
 CONFIRM_TIMEOUT_SECONDS = 10.0
 REAP_EVERY_SECONDS = 1.0
 MAX_BACKOFF_SECONDS = 5.0
@@ -148,22 +152,32 @@ class QueueConsumer:
     """One thread's consumer on its own connection: kombu connections are not shared between threads."""
 
     def __init__(self, topology: Topology, url: str, queue: str, prefetch: int) -> None:
+        """`prefetch`: work items held ahead, in whole messages."""
         self.conn = topology.connect(url)
         self.channel = self.conn.channel()
-        self.channel.basic_qos(0, prefetch, False)
+        self.channel.basic_qos(0, -(-prefetch // ITEMS_PER_MESSAGE), False)
         self.pending: deque[Any] = deque()
         Consumer(self.channel, queues=[Queue(queue, no_declare=True)], on_message=self.pending.append,
                  auto_declare=False).consume()
 
     def next(self, timeout: float, limit: int = 1) -> list[Any]:
-        """Up to `limit` deliveries: those already here and those the broker has sent (each drain reads one),
-        waiting up to `timeout` for the first."""
+        """Deliveries carrying up to `limit` work items (at least one delivery, whatever it carries): those
+        already here and those the broker has sent (each drain reads one), waiting up to `timeout` for the first."""
+        taken: list[Any] = []
+        items = 0
         with contextlib.suppress(TimeoutError):  # socket.timeout: nothing (more) came
-            while len(self.pending) < limit:
-                # A moment, not 0: a zero timeout puts the socket in non-blocking mode, whose EAGAIN mid-frame
-                # py-amqp has mishandled (celery/py-amqp#320).
-                self.conn.drain_events(timeout=_A_MOMENT if self.pending else timeout)
-        return [self.pending.popleft() for _ in range(min(limit, len(self.pending)))]
+            while items < limit:
+                if not self.pending:
+                    # A moment, not 0: a zero timeout puts the socket in non-blocking mode, whose EAGAIN mid-frame
+                    # py-amqp has mishandled (celery/py-amqp#320).
+                    self.conn.drain_events(timeout=_A_MOMENT if taken else timeout)
+                    continue
+                carried = len(item_ids(self.pending[0]))
+                if taken and items + carried > limit:
+                    break
+                taken.append(self.pending.popleft())
+                items += carried
+        return taken
 
     def close(self) -> None:
         _close(self.conn)  # the broker returns our unacked messages
@@ -198,12 +212,14 @@ class RabbitWorkQueue(DbWorkQueue):
             raise
         if not deliveries:
             return []
-        by_id: dict[int, Any] = {}
+        by_id: dict[int, _Carried] = {}
         for delivery in deliveries:
-            if int(delivery.body) in by_id:  # the relay published the row twice: one copy stands for both
+            carried = _Carried(delivery)
+            for item_id in item_ids(delivery):  # a row the relay published twice: one copy stands for both
+                if by_id.setdefault(item_id, carried) is carried:
+                    carried.open += 1
+            if not carried.open:
                 self._ack(delivery)
-            else:
-                by_id[int(delivery.body)] = delivery
         now = time.time()
         try:
             with self.store.one_statement() as conn:
@@ -214,10 +230,10 @@ class RabbitWorkQueue(DbWorkQueue):
                 with self.store.one_statement() as conn:
                     conn.execute(_EARLY, {"_ids": unclaimed, "_now": now})
         except Exception:
-            consumer.pending.extendleft(reversed(by_id.values()))
+            consumer.pending.extendleft(reversed(deliveries))
             raise
         for item_id in unclaimed:
-            self._ack(by_id[item_id])
+            self._settle(by_id[item_id])
         return [WorkItem(row.id, row.kind, row.message, row.attempts, owner, by_id[row.id])
                 for row in sorted(rows, key=lambda r: r.id)]
 
@@ -225,7 +241,13 @@ class RabbitWorkQueue(DbWorkQueue):
         """No pause: claim() itself waits up to poll_seconds for a delivery."""
 
     def done(self, item: WorkItem) -> None:
-        self._ack(item.delivery)
+        self._settle(item.delivery)
+
+    def _settle(self, carried: _Carried) -> None:
+        """One of the delivery's items finished with: the delivery is acked with the last."""
+        carried.open -= 1
+        if not carried.open:
+            self._ack(carried.delivery)
 
     def _ack(self, delivery: Any) -> None:
         consumer = getattr(self._local, "consumer", None)
@@ -267,14 +289,16 @@ class RabbitWorkQueue(DbWorkQueue):
                 if conn.execute(_ANY_TO_PUBLISH, window).first() is None:
                     return 0
         with self.store.begin(serial=False) as conn:
-            published, not_yet = [], []
+            by_queue: dict[str | None, list[int]] = {}
             for row in sorted(conn.execute(_QUEUE_NEXT, window), key=lambda r: (r.available_at, r.id)):
-                queue = self.topology.route(row.available_at - time.time())
-                if queue is None:
-                    not_yet.append(row.id)
-                else:
-                    publisher.publish(row.id, queue)
-                    published.append(row.id)
+                by_queue.setdefault(self.topology.route(row.available_at - time.time()), []).append(row.id)
+            not_yet = by_queue.pop(None, [])
+            published = []
+            for queue, ids in by_queue.items():
+                assert queue is not None
+                for start in range(0, len(ids), ITEMS_PER_MESSAGE):
+                    publisher.publish(ids[start:start + ITEMS_PER_MESSAGE], queue)
+                published += ids
             if not_yet:
                 conn.execute(_NOT_YET, {"_ids": not_yet})
             if published:
@@ -325,7 +349,8 @@ class RabbitWorkQueue(DbWorkQueue):
                 try:
                     while not stop.is_set():
                         for delivery in consumer.next(0.5):
-                            self.park_given_up(int(delivery.body), delivery.headers or {})
+                            for item_id in item_ids(delivery):
+                                self.park_given_up(item_id, delivery.headers or {})
                             delivery.ack()
                         backoff = self.poll_seconds
                 finally:
@@ -365,14 +390,15 @@ class ConfirmedPublisher:
         self.channel.events["basic_ack"].add(self._acked)
         self.channel.events["basic_nack"].add(self._nacked)
         self.published = 0  # the last delivery tag
-        self.unconfirmed: set[int] = set()
-        self.refused = 0
+        self.unconfirmed: dict[int, int] = {}  # delivery tag: how many work items its message carries
+        self.refused = 0  # work items
 
-    def publish(self, item_id: int, queue: str) -> None:
-        message = amqp.Message(str(item_id), delivery_mode=2, content_type="text/plain", content_encoding="utf-8")
+    def publish(self, item_ids: Sequence[int], queue: str) -> None:
+        message = amqp.Message(" ".join(map(str, item_ids)), delivery_mode=2, content_type="text/plain",
+                               content_encoding="utf-8")
         self.channel.basic_publish(message, exchange="", routing_key=queue)
         self.published += 1
-        self.unconfirmed.add(self.published)
+        self.unconfirmed[self.published] = len(item_ids)
 
     def confirm(self) -> None:
         """Returns once every message published so far is confirmed; raises if the broker refused any (the
@@ -386,18 +412,31 @@ class ConfirmedPublisher:
             self.connection.drain_events(timeout=remaining)
         if self.refused:
             refused, self.refused = self.refused, 0
-            raise amqp.exceptions.MessageNacked(f"RabbitMQ refused {refused} of the messages published")
+            raise amqp.exceptions.MessageNacked(f"RabbitMQ refused {refused} of the work items published")
 
     def _settled(self, tag: int, multiple: bool) -> int:
-        settled = {t for t in self.unconfirmed if t <= tag} if multiple else {tag} & self.unconfirmed
-        self.unconfirmed -= settled
-        return len(settled)
+        """How many work items the broker's answer settles."""
+        settled = [t for t in self.unconfirmed if t <= tag] if multiple else [tag] if tag in self.unconfirmed else []
+        return sum(self.unconfirmed.pop(t) for t in settled)
 
     def _acked(self, tag: int, multiple: bool) -> None:
         self._settled(tag, multiple)
 
     def _nacked(self, tag: int, multiple: bool) -> None:
         self.refused += self._settled(tag, multiple)
+
+
+def item_ids(delivery: Any) -> list[int]:
+    """The work items a broker message carries: their row ids."""
+    return [int(each) for each in delivery.body.split()]
+
+
+class _Carried:
+    """A delivery and how many of the work items it carries are still open (claimed and not yet done)."""
+
+    def __init__(self, delivery: Any) -> None:
+        self.delivery = delivery
+        self.open = 0
 
 
 def _close(conn: Connection | None) -> None:

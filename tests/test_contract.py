@@ -377,7 +377,7 @@ def test_rabbitmq_relay_marks_nothing_queued_that_the_broker_refused(tmp_path: P
                             '{"max-length": 1, "overflow": "reject-publish"}'], check=True, capture_output=True)
             wait_for(lambda: _refuses(queue, conn), what="the policy in force")
 
-            with pytest.raises(MessageNacked, match="RabbitMQ refused 3 of the messages published"):
+            with pytest.raises(MessageNacked, match="RabbitMQ refused 3 of the work items published"):
                 queue.relay(ConfirmedPublisher(conn))
             assert _work_states(store) == ["ready"] * 3, "a refused batch is not marked queued"
 
@@ -396,12 +396,51 @@ def test_rabbitmq_relay_marks_nothing_queued_that_the_broker_refused(tmp_path: P
 def _refuses(queue: RabbitWorkQueue, conn: Connection) -> bool:
     """Whether the work queue refuses a publish now (it then holds one message: the policy's maximum)."""
     publisher = ConfirmedPublisher(conn)
-    publisher.publish(0, queue.topology.work)
+    publisher.publish([0], queue.topology.work)
     try:
         publisher.confirm()
     except MessageNacked:
         return True
     return False
+
+
+def test_rabbitmq_carries_work_items_sixteen_to_a_message_acked_with_the_last_one_done(tmp_path: Path) -> None:
+    """The relay publishes 40 ready rows as 3 broker messages (16, 16, 8 work items); a claim takes whole messages
+    up to its limit; a message is acked only when every item it carries is done, so a worker that dies with one of
+    them open has the broker deliver the whole message again."""
+    with backend_environ("rabbitmq") as env:
+        config = load_config(DEFAULT_CONFIG, environ=hub_environ(tmp_path, **env))
+        store = Store(config.store.url)
+        store.create_schema()
+        queue = RabbitWorkQueue(store, config)
+        conn = queue.topology.connect(config.queue.url)
+        try:
+            with store.begin() as db:
+                ids = [store.add_message(db, direction="in", partner="insurer", state="received", size=1, raw=b"x")
+                       for _ in range(40)]
+                queue.enqueue(db, "process", *ids)
+            assert queue.relay(ConfirmedPublisher(conn)) == 40
+            assert _messages_ready(conn, queue.topology.work) == 3
+
+            claims = [queue.claim("worker-1", 20) for _ in range(3)]
+            assert [len(claim) for claim in claims] == [16, 16, 8], "whole messages, up to the claim's limit"
+            assert sorted(item.message for claim in claims for item in claim) == sorted(ids)
+            for item in claims[0] + claims[1][:-1] + claims[2]:
+                queue.done(item)
+            queue._drop_consumer()  # the worker dies with one item open
+            assert _messages_ready(conn, queue.topology.work) == 1, "only the message with the open item comes back"
+        finally:
+            conn.release()
+            store.close()
+
+
+def _messages_ready(conn: Connection, name: str) -> int:
+    """Messages waiting in a queue, once the broker has put back what a closed consumer held."""
+    found: list[int] = []
+    wait_for(lambda: found.append(conn.default_channel.queue_declare(name, passive=True).message_count)
+             or found[-1] > 0, 10, f"messages in {name}")
+    time.sleep(0.5)  # and no more to come
+    return int(conn.default_channel.queue_declare(name, passive=True).message_count)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
