@@ -40,7 +40,7 @@ from sqlalchemy import bindparam, select, update
 
 from hub.config import HubConfig
 from hub.errors import RETRIES_EXHAUSTED, HubError
-from hub.store import Store, work
+from hub.store import Store, among, work
 from hub.workqueue import ASYNC_COMMIT_RETURNED, LEASED, WAITING, DbWorkQueue, WorkItem, first_unlocked, reap
 
 log = logging.getLogger("hub.rabbitqueue")
@@ -59,7 +59,7 @@ _A_MOMENT = 0.0005  # seconds a claim waits for more deliveries once it has one
 # "ready" and pass the row by).
 _CLAIM = (
     update(work)
-    .where(work.c.id.in_(bindparam("_ids", expanding=True)), work.c.state.in_(WAITING),
+    .where(among(work.c.id, "_ids"), work.c.state.in_(WAITING),
            work.c.available_at <= bindparam("_now"))
     .values(LEASED)
     .returning(work.c.id, work.c.kind, work.c.message, work.c.attempts, ASYNC_COMMIT_RETURNED)
@@ -67,7 +67,7 @@ _CLAIM = (
 # A delivery that came back from a retry tier before its row's time: the relay publishes it again when due.
 _EARLY = (
     update(work)
-    .where(work.c.id.in_(bindparam("_ids", expanding=True)), work.c.state == "queued",
+    .where(among(work.c.id, "_ids"), work.c.state == "queued",
            work.c.available_at > bindparam("_now"))
     .values(state="ready")
 )
@@ -90,7 +90,7 @@ _QUEUE_NEXT = (
     .returning(work.c.id, work.c.available_at, ASYNC_COMMIT_RETURNED)
 )
 # A row of the batch that came under the shortest tier meanwhile: the relay publishes it when due.
-_NOT_YET = update(work).where(work.c.id.in_(bindparam("_ids", expanding=True))).values(state="ready")
+_NOT_YET = update(work).where(among(work.c.id, "_ids")).values(state="ready")
 # Rows queued long ago and never claimed: their message is gone (a broker that lost it): publish them again.
 _REQUEUE = (
     update(work).where(work.c.state == "queued", work.c.available_at < bindparam("_before")).values(state="ready")

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 from sqlalchemy import Connection, and_, bindparam, delete, func, insert, select, update
 
-from hub.store import Store, work
+from hub.store import Store, among, work
 
 
 class LeaseLost(Exception):
@@ -96,7 +96,7 @@ _NEXT_READY = (
     .order_by(work.c.available_at, work.c.id)
     .limit(bindparam("_limit"))
 )
-_IDS = work.c.id.in_(bindparam("_ids", expanding=True))
+_IDS = among(work.c.id, "_ids")
 # A claimed row's new values, whichever queue claims it.
 LEASED = {"state": "leased", "lease_owner": bindparam("owner"), "lease_until": bindparam("lease_until"),
           "attempts": work.c.attempts + 1}
