@@ -79,11 +79,10 @@ def test_a_store_made_by_an_earlier_version_loses_its_index_on_state_so_state_ch
         assert options == ["fillfactor=70"]
 
 
+@pytest.mark.parametrize("store_url", ["postgresql"], indirect=True)
 def test_postgresql_compresses_message_bytes_with_lz4_and_reads_earlier_rows_as_before(store: Store) -> None:
     """pglz, PostgreSQL's default, took 2.3 times the server's CPU of lz4 to store a message's bytes; create_schema
     has the server compress new rows with lz4, and rows stored before (with pglz) read as they were."""
-    if store.is_sqlite:
-        pytest.skip("PostgreSQL's storage settings")
     document = b"<PendingPolicy>" + b"<Goods>HS 8471300000 laptops</Goods>" * 400 + b"</PendingPolicy>"
     with store.engine.begin() as conn:
         conn.execute(text("ALTER TABLE messages ALTER COLUMN raw SET COMPRESSION pglz, "
