@@ -213,13 +213,13 @@ class RabbitWorkQueue(DbWorkQueue):
         if not deliveries:
             return []
         by_id: dict[int, _Carried] = {}
-        for delivery in deliveries:
-            carried = _Carried(delivery)
-            for item_id in item_ids(delivery):  # a row the relay published twice: one copy stands for both
-                if by_id.setdefault(item_id, carried) is carried:
-                    carried.open += 1
-            if not carried.open:
-                self._ack(delivery)
+        carried = [_Carried(delivery) for delivery in deliveries]
+        for each in carried:
+            for item_id in item_ids(each.delivery):  # a row the relay published twice: one copy stands for both
+                if by_id.setdefault(item_id, each) is each:
+                    each.open += 1
+            if not each.open:
+                self._ack(each.delivery)
         now = time.time()
         try:
             with self.store.one_statement() as conn:
@@ -229,8 +229,8 @@ class RabbitWorkQueue(DbWorkQueue):
             if unclaimed:
                 with self.store.one_statement() as conn:
                     conn.execute(_EARLY, {"_ids": unclaimed, "_now": now})
-        except Exception:
-            consumer.pending.extendleft(reversed(deliveries))
+        except Exception:  # the deliveries not acked above wait for the next claim
+            consumer.pending.extendleft(reversed([each.delivery for each in carried if each.open]))
             raise
         for item_id in unclaimed:
             self._settle(by_id[item_id])

@@ -435,12 +435,57 @@ def test_rabbitmq_carries_work_items_sixteen_to_a_message_acked_with_the_last_on
 
 
 def _messages_ready(conn: Connection, name: str) -> int:
-    """Messages waiting in a queue, once the broker has put back what a closed consumer held."""
+    """Messages waiting in a queue once the count holds for half a second (the broker puts back what a closed
+    consumer held a moment after it closes)."""
     found: list[int] = []
-    wait_for(lambda: found.append(conn.default_channel.queue_declare(name, passive=True).message_count)
-             or found[-1] > 0, 10, f"messages in {name}")
-    time.sleep(0.5)  # and no more to come
-    return int(conn.default_channel.queue_declare(name, passive=True).message_count)
+    wait_for(lambda: found.append(conn.default_channel.queue_declare(name, passive=True).message_count) or time.sleep(
+        0.1) or (len(found) > 5 and len(set(found[-6:])) == 1), 10, f"the messages in {name} to settle")
+    return found[-1]
+
+
+def test_rabbitmq_claim_that_fails_in_the_store_leaves_its_deliveries_for_the_next_claim(tmp_path: Path) -> None:
+    """A claim whose UPDATE fails (the store away) keeps its deliveries for the next claim, but not one it has
+    already acked (a copy of a row published twice): acking that again would make the broker close the channel,
+    and every delivery on it would come back."""
+    with backend_environ("rabbitmq") as env:
+        config = load_config(DEFAULT_CONFIG, environ=hub_environ(tmp_path, **env))
+        store = Store(config.store.url)
+        store.create_schema()
+        queue = RabbitWorkQueue(store, config)
+        conn = queue.topology.connect(config.queue.url)
+        failed: list[str] = []
+
+        def store_away(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+            if statement.startswith("UPDATE work") and not failed:
+                failed.append(statement)
+                raise RuntimeError("the store went away")
+
+        try:
+            with store.begin() as db:
+                ids = [store.add_message(db, direction="in", partner="insurer", state="received", size=1, raw=b"x")
+                       for _ in range(2)]
+                queue.enqueue(db, "process", *ids)
+            assert queue.relay(ConfirmedPublisher(conn)) == 2
+            with store.read() as db:
+                [first, _second] = db.execute(select(work.c.id).order_by(work.c.id)).scalars()
+            publisher = ConfirmedPublisher(conn)
+            publisher.publish([first], queue.topology.work)  # the relay's crash after publishing, before marking
+            publisher.confirm()
+            assert _messages_ready(conn, queue.topology.work) == 2
+
+            sqlalchemy_event.listen(store.engine, "before_cursor_execute", store_away)
+            with pytest.raises(RuntimeError, match="the store went away"):
+                queue.claim("worker-1", 20)
+            sqlalchemy_event.remove(store.engine, "before_cursor_execute", store_away)
+            claimed = queue.claim("worker-1", 20)
+            assert sorted(item.message for item in claimed) == sorted(ids)
+            for item in claimed:
+                queue.done(item)
+            queue._drop_consumer()
+            assert _messages_ready(conn, queue.topology.work) == 0, "every delivery acked once"
+        finally:
+            conn.release()
+            store.close()
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
