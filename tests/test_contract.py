@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from threading import Event, Thread
@@ -360,18 +361,10 @@ def test_rabbitmq_parks_work_its_workers_never_acknowledge_and_replay_brings_it_
 def test_rabbitmq_relay_marks_nothing_queued_that_the_broker_refused(tmp_path: Path) -> None:
     """The relay waits for the broker's confirms once per batch: when RabbitMQ refuses a batch's messages (here its
     work queue is full, by a policy), none of the batch is marked queued, and a later relay publishes it all."""
-    with backend_environ("rabbitmq") as env:
-        config = load_config(DEFAULT_CONFIG, environ=hub_environ(tmp_path, **env))
-        store = Store(config.store.url)
-        store.create_schema()
-        queue = RabbitWorkQueue(store, config)
-        conn = queue.topology.connect(config.queue.url)
-        policy = f"{config.queue.name_prefix}-full"
+    with _rabbitmq_queue(tmp_path) as (queue, conn):
+        store, policy = queue.store, f"{queue.topology.work.rsplit('.', 1)[0]}-full"
         try:
-            with store.begin() as db:
-                ids = [store.add_message(db, direction="in", partner="insurer", state="received", size=1, raw=b"x")
-                       for _ in range(3)]
-                queue.enqueue(db, "process", *ids)
+            ids = _received_inputs(queue, 3)
             subprocess.run(["rabbitmqctl", "set_policy", "--apply-to", "queues", policy,
                             f"^{queue.topology.work.replace('.', '[.]')}$",
                             '{"max-length": 1, "overflow": "reject-publish"}'], check=True, capture_output=True)
@@ -389,8 +382,31 @@ def test_rabbitmq_relay_marks_nothing_queued_that_the_broker_refused(tmp_path: P
             assert sorted(item.message for item in claimed) == sorted(ids)
         finally:
             subprocess.run(["rabbitmqctl", "clear_policy", policy], capture_output=True)
+
+
+@contextmanager
+def _rabbitmq_queue(tmp_path: Path) -> Iterator[tuple[RabbitWorkQueue, Connection]]:
+    """A RabbitMQ work queue on a fresh store, and the test's own connection to the broker."""
+    with backend_environ("rabbitmq") as env:
+        config = load_config(DEFAULT_CONFIG, environ=hub_environ(tmp_path, **env))
+        store = Store(config.store.url)
+        store.create_schema()
+        queue = RabbitWorkQueue(store, config)
+        conn = queue.topology.connect(config.queue.url)
+        try:
+            yield queue, conn
+        finally:
             conn.release()
             store.close()
+
+
+def _received_inputs(queue: RabbitWorkQueue, count: int) -> list[str]:
+    """`count` inputs as received, each with its process step enqueued (ready for the relay)."""
+    with queue.store.begin() as db:
+        ids = [queue.store.add_message(db, direction="in", partner="insurer", state="received", size=1, raw=b"x")
+               for _ in range(count)]
+        queue.enqueue(db, "process", *ids)
+    return ids
 
 
 def _refuses(queue: RabbitWorkQueue, conn: Connection) -> bool:
@@ -408,30 +424,18 @@ def test_rabbitmq_carries_work_items_sixteen_to_a_message_acked_with_the_last_on
     """The relay publishes 40 ready rows as 3 broker messages (16, 16, 8 work items); a claim takes whole messages
     up to its limit; a message is acked only when every item it carries is done, so a worker that dies with one of
     them open has the broker deliver the whole message again."""
-    with backend_environ("rabbitmq") as env:
-        config = load_config(DEFAULT_CONFIG, environ=hub_environ(tmp_path, **env))
-        store = Store(config.store.url)
-        store.create_schema()
-        queue = RabbitWorkQueue(store, config)
-        conn = queue.topology.connect(config.queue.url)
-        try:
-            with store.begin() as db:
-                ids = [store.add_message(db, direction="in", partner="insurer", state="received", size=1, raw=b"x")
-                       for _ in range(40)]
-                queue.enqueue(db, "process", *ids)
-            assert queue.relay(ConfirmedPublisher(conn)) == 40
-            assert _messages_ready(conn, queue.topology.work) == 3
+    with _rabbitmq_queue(tmp_path) as (queue, conn):
+        ids = _received_inputs(queue, 40)
+        assert queue.relay(ConfirmedPublisher(conn)) == 40
+        assert _messages_ready(conn, queue.topology.work) == 3
 
-            claims = [queue.claim("worker-1", 20) for _ in range(3)]
-            assert [len(claim) for claim in claims] == [16, 16, 8], "whole messages, up to the claim's limit"
-            assert sorted(item.message for claim in claims for item in claim) == sorted(ids)
-            for item in claims[0] + claims[1][:-1] + claims[2]:
-                queue.done(item)
-            queue._drop_consumer()  # the worker dies with one item open
-            assert _messages_ready(conn, queue.topology.work) == 1, "only the message with the open item comes back"
-        finally:
-            conn.release()
-            store.close()
+        claims = [queue.claim("worker-1", 20) for _ in range(3)]
+        assert [len(claim) for claim in claims] == [16, 16, 8], "whole messages, up to the claim's limit"
+        assert sorted(item.message for claim in claims for item in claim) == sorted(ids)
+        for item in claims[0] + claims[1][:-1] + claims[2]:
+            queue.done(item)
+        queue._drop_consumer()  # the worker dies with one item open
+        assert _messages_ready(conn, queue.topology.work) == 1, "only the message with the open item comes back"
 
 
 def _messages_ready(conn: Connection, name: str) -> int:
@@ -447,12 +451,8 @@ def test_rabbitmq_claim_that_fails_in_the_store_leaves_its_deliveries_for_the_ne
     """A claim whose UPDATE fails (the store away) keeps its deliveries for the next claim, but not one it has
     already acked (a copy of a row published twice): acking that again would make the broker close the channel,
     and every delivery on it would come back."""
-    with backend_environ("rabbitmq") as env:
-        config = load_config(DEFAULT_CONFIG, environ=hub_environ(tmp_path, **env))
-        store = Store(config.store.url)
-        store.create_schema()
-        queue = RabbitWorkQueue(store, config)
-        conn = queue.topology.connect(config.queue.url)
+    with _rabbitmq_queue(tmp_path) as (queue, conn):
+        store = queue.store
         failed: list[str] = []
 
         def store_away(_conn: object, _cursor: object, statement: str, *_: object) -> None:
@@ -460,32 +460,25 @@ def test_rabbitmq_claim_that_fails_in_the_store_leaves_its_deliveries_for_the_ne
                 failed.append(statement)
                 raise RuntimeError("the store went away")
 
-        try:
-            with store.begin() as db:
-                ids = [store.add_message(db, direction="in", partner="insurer", state="received", size=1, raw=b"x")
-                       for _ in range(2)]
-                queue.enqueue(db, "process", *ids)
-            assert queue.relay(ConfirmedPublisher(conn)) == 2
-            with store.read() as db:
-                [first, _second] = db.execute(select(work.c.id).order_by(work.c.id)).scalars()
-            publisher = ConfirmedPublisher(conn)
-            publisher.publish([first], queue.topology.work)  # the relay's crash after publishing, before marking
-            publisher.confirm()
-            assert _messages_ready(conn, queue.topology.work) == 2
+        ids = _received_inputs(queue, 2)
+        assert queue.relay(ConfirmedPublisher(conn)) == 2
+        with store.read() as db:
+            [first, _second] = db.execute(select(work.c.id).order_by(work.c.id)).scalars()
+        publisher = ConfirmedPublisher(conn)
+        publisher.publish([first], queue.topology.work)  # the relay's crash after publishing, before marking
+        publisher.confirm()
+        assert _messages_ready(conn, queue.topology.work) == 2
 
-            sqlalchemy_event.listen(store.engine, "before_cursor_execute", store_away)
-            with pytest.raises(RuntimeError, match="the store went away"):
-                queue.claim("worker-1", 20)
-            sqlalchemy_event.remove(store.engine, "before_cursor_execute", store_away)
-            claimed = queue.claim("worker-1", 20)
-            assert sorted(item.message for item in claimed) == sorted(ids)
-            for item in claimed:
-                queue.done(item)
-            queue._drop_consumer()
-            assert _messages_ready(conn, queue.topology.work) == 0, "every delivery acked once"
-        finally:
-            conn.release()
-            store.close()
+        sqlalchemy_event.listen(store.engine, "before_cursor_execute", store_away)
+        with pytest.raises(RuntimeError, match="the store went away"):
+            queue.claim("worker-1", 20)
+        sqlalchemy_event.remove(store.engine, "before_cursor_execute", store_away)
+        claimed = queue.claim("worker-1", 20)
+        assert sorted(item.message for item in claimed) == sorted(ids)
+        for item in claimed:
+            queue.done(item)
+        queue._drop_consumer()
+        assert _messages_ready(conn, queue.topology.work) == 0, "every delivery acked once"
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
