@@ -47,7 +47,8 @@ log = logging.getLogger("hub.rabbitqueue")
 
 RELAY_BATCH = 200
 # Work items one broker message carries (its body: their row ids). One message each cost the broker 300-400 µs of
-# CPU and the hub as much again in py-amqp's framing (measured), on a 2-core machine the hub shares with it.
+# CPU and the hub as much again in py-amqp's framing (measured), on a 2-core machine the hub shares with it. A
+# quarter of a batch (queue.batch, 64), so that the workers still share a backlog's messages between them.
 ITEMS_PER_MESSAGE = 16
 CONFIRM_TIMEOUT_SECONDS = 10.0
 REAP_EVERY_SECONDS = 1.0
@@ -289,13 +290,16 @@ class RabbitWorkQueue(DbWorkQueue):
                 if conn.execute(_ANY_TO_PUBLISH, window).first() is None:
                     return 0
         with self.store.begin(serial=False) as conn:
-            by_queue: dict[str | None, list[int]] = {}
+            by_queue: dict[str, list[int]] = {}
+            not_yet = []
             for row in sorted(conn.execute(_QUEUE_NEXT, window), key=lambda r: (r.available_at, r.id)):
-                by_queue.setdefault(self.topology.route(row.available_at - time.time()), []).append(row.id)
-            not_yet = by_queue.pop(None, [])
+                queue = self.topology.route(row.available_at - time.time())
+                if queue is None:
+                    not_yet.append(row.id)
+                else:
+                    by_queue.setdefault(queue, []).append(row.id)
             published = []
             for queue, ids in by_queue.items():
-                assert queue is not None
                 for start in range(0, len(ids), ITEMS_PER_MESSAGE):
                     publisher.publish(ids[start:start + ITEMS_PER_MESSAGE], queue)
                 published += ids
