@@ -203,8 +203,9 @@ class RabbitWorkQueue(DbWorkQueue):
     # -- workers --------------------------------------------------------------------------------------
 
     def claim(self, owner: str, limit: int = 1) -> list[WorkItem]:
-        """The deliveries (up to `limit`, waiting up to poll_seconds for the first) whose rows are still queued,
-        claimed; a stale delivery is acked and dropped. A store error leaves the deliveries for the next call."""
+        """The rows of whole deliveries (up to `limit` rows, waiting up to poll_seconds for the first) that still
+        wait, claimed; a stale row is dropped, and a delivery is acked once none of its rows is open. A store error
+        leaves the deliveries not yet acked for the next call."""
         consumer = self._consumer()
         try:
             deliveries = consumer.next(self.poll_seconds, limit)

@@ -488,9 +488,8 @@ def _tune_messages_table(conn: Connection) -> None:
     if conn.execute(text(
             "SELECT 'lz4' = ANY(enumvals) FROM pg_settings WHERE name = 'default_toast_compression'")).scalar():
         other = conn.execute(text(
-            "SELECT attname FROM pg_attribute WHERE attrelid = 'messages'::regclass AND attname IN :names "
-            "AND attcompression IS DISTINCT FROM 'l'").bindparams(bindparam("names", _COMPRESSED, expanding=True)
-                                                                 )).scalars().all()
+            "SELECT attname FROM pg_attribute WHERE attrelid = 'messages'::regclass AND attname = ANY(:names) "
+            "AND attcompression IS DISTINCT FROM 'l'"), {"names": list(_COMPRESSED)}).scalars().all()
         if other:
             conn.execute(text("ALTER TABLE messages " + ", ".join(f"ALTER COLUMN {c} SET COMPRESSION lz4"
                                                                   for c in other)))
