@@ -134,7 +134,7 @@ _REAP = (
 )
 
 _STILL_LEASED = and_(_IDS, work.c.state == "leased", work.c.lease_owner == bindparam("_owner"))  # this worker's
-_COMPLETE = delete(work).where(_STILL_LEASED)
+_COMPLETE = delete(work).where(_STILL_LEASED).returning(work.c.id)
 _RELEASE = update(work).where(_STILL_LEASED)
 _UNCLAIM = (
     update(work).where(_STILL_LEASED)
@@ -198,7 +198,8 @@ class DbWorkQueue:
     def complete(self, conn: Connection, *items: WorkItem) -> None:
         """Done, in the same transaction as the work's effects; raises LeaseLost if a lease ran out (the
         transaction, every item's effects with it, is undone: another worker may be running that item)."""
-        if conn.execute(_COMPLETE, {"_ids": [i.id for i in items], "_owner": items[0].owner}).rowcount != len(items):
+        [done] = Store.read_together(conn, [(_COMPLETE, {"_ids": [i.id for i in items], "_owner": items[0].owner})])
+        if len(done) != len(items):
             held = ", ".join(f"{i.id} ({i.kind})" for i in items)
             raise LeaseLost(f"work item {held} is no longer leased by {items[0].owner}" if len(items) == 1 else
                             f"work items {held} are no longer all leased by {items[0].owner}")
