@@ -225,8 +225,8 @@ class RabbitWorkQueue(DbWorkQueue):
         now = time.time()
         try:
             with self.store.one_statement() as conn:
-                rows = conn.execute(_CLAIM, {"_ids": sorted(by_id), "_now": now, "owner": owner,
-                                             "lease_until": now + self.lease_seconds}).all()
+                [rows] = Store.read_together(conn, [(_CLAIM, {"_ids": sorted(by_id), "_now": now, "owner": owner,
+                                                              "lease_until": now + self.lease_seconds})])
             unclaimed = sorted(by_id.keys() - {row.id for row in rows})
             if unclaimed:
                 with self.store.one_statement() as conn:

@@ -235,6 +235,7 @@ _KNOWN = "hub_known"  # what a batch of decisions will look up, read ahead in on
 # on its own, spent a round trip on each (its BEGIN waits for the server's answer even in a pipeline).
 _OWED = "hub_owed"
 _BEGIN = "BEGIN"
+_ENDED = "hub_ended"  # the transaction's last statements are sent (on PostgreSQL its COMMIT): nothing more runs in it
 
 
 class among(ColumnElement[bool]):
@@ -368,6 +369,8 @@ _SERIAL_WRITES = f"SELECT pg_advisory_xact_lock({advisory_key('hub writes')})"
 def _writing_held_rows_first(engine: Engine) -> Engine:
     @event.listens_for(engine, "before_execute")
     def _write_held(conn: Connection, clause: Any, *_args: Any) -> None:
+        if conn.info.get(_ENDED):
+            raise RuntimeError(f"the write transaction has ended (its last statements are sent): {clause}")
         held = conn.info.get(_HELD)
         if conn.info.get(_OWED) or (held and (not isinstance(clause, Update | Delete) or any(
                 isinstance(statement, Update) for statement, _columns in held))):
@@ -604,23 +607,21 @@ class Store:
     @contextmanager
     def begin(self, serial: bool = True) -> Iterator[Connection]:
         """A write transaction: committed when the block ends, rolled back if it raises. `serial=False` only
-        where row locks alone keep writers apart (the work queue's claim); SQLite serialises every writer."""
+        where row locks alone keep writers apart (the work queue's claim); SQLite serialises every writer. A block
+        may send the transaction's last statements itself (read_together's `last`); nothing may run after them."""
         # PostgreSQL: the driver in autocommit mode, and the transaction's BEGIN and COMMIT sent by the hub (_OWED).
         options = {_WRITE: True} if self.is_sqlite else {_WRITE: True, "isolation_level": "AUTOCOMMIT"}
         with self._writer, self.engine.connect().execution_options(**options) as conn, conn.begin():
             if not self.is_sqlite:
                 conn.info[_OWED] = [_BEGIN, _SERIAL_WRITES] if serial else [_BEGIN]
-            events = conn.info[_EVENTS] = []
-            conn.info[_HELD] = {}
+            conn.info[_EVENTS], conn.info[_HELD] = [], {}
             try:
                 yield conn
-                Store.insert_rows(conn, _INSERT_EVENT, events)
-                Store.read_together(conn, [], last=True)
+                if not conn.info.get(_ENDED):
+                    Store.read_together(conn, [], last=True)
             finally:
-                del conn.info[_EVENTS], conn.info[_HELD]
-                conn.info.pop(_CHANGED, None)
-                conn.info.pop(_KNOWN, None)
-                conn.info.pop(_OWED, None)
+                for name in (_EVENTS, _HELD, _CHANGED, _KNOWN, _OWED, _ENDED):
+                    conn.info.pop(name, None)
 
     @contextmanager
     def one_statement(self) -> Iterator[Connection]:
@@ -677,7 +678,10 @@ class Store:
         straight to the driver (through SQLAlchemy a statement cost a quarter more client CPU: 235-255 against
         190 µs here); in a write transaction after what it owes first (its BEGIN and lock, its held inserts): on
         PostgreSQL all in one round trip, else one by one. Returns each one's rows. `last`: the transaction's last
-        statements; on PostgreSQL its COMMIT goes with them."""
+        statements, the events it noted with them; on PostgreSQL its COMMIT goes with them."""
+        if last:
+            Store.insert_rows(conn, _INSERT_EVENT, conn.info.pop(_EVENTS, []))
+            conn.info[_ENDED] = True
         held = conn.info.get(_HELD)
         sets = []
         if held:
@@ -844,8 +848,10 @@ class Store:
     def decided(conn: Connection, ids: list[str]) -> tuple[dict[str, Any], list[Any]]:
         """Inbound messages `ids` as decided (without their bytes), and what the hub stored to send for them
         (forwarded copy, receipt, DxpRep) not yet sent (pending) or perhaps sent (delivering: staged, and perhaps
-        shown to the partner), oldest first: read together, on PostgreSQL with the held inserts."""
-        heads, pending = Store.read_together(conn, [(_GET_HEADS, {"_ids": ids}), (_PENDING_ANSWERS, {"_ids": ids})])
+        shown to the partner), oldest first: read as the write transaction's last statements, on PostgreSQL with
+        its held inserts and its COMMIT."""
+        heads, pending = Store.read_together(conn, [(_GET_HEADS, {"_ids": ids}), (_PENDING_ANSWERS, {"_ids": ids})],
+                                             last=True)
         return {row.id: row for row in heads}, pending
 
     @staticmethod

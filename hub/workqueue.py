@@ -181,7 +181,7 @@ class DbWorkQueue:
         lease = {"owner": owner, "lease_until": now + self.lease_seconds}
         if not self.store.is_sqlite:
             with self.store.one_statement() as conn:
-                claimed = conn.execute(_CLAIM_NEXT, {"_now": now, "_limit": limit, **lease}).all()
+                [claimed] = Store.read_together(conn, [(_CLAIM_NEXT, {"_now": now, "_limit": limit, **lease})])
             return [WorkItem(row.id, row.kind, row.message, row.attempts, owner)
                     for row in sorted(claimed, key=lambda row: (row.available_at, row.id))]
         with self.store.begin(serial=False) as conn:  # SQLite has no row locks: BEGIN IMMEDIATE serialises claims
