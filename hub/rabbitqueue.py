@@ -288,12 +288,13 @@ class RabbitWorkQueue(DbWorkQueue):
         window = {"_now": now, "_from": now + self.topology.tiers[0] / 1000 if self.topology.tiers else math.inf}
         if look_first:
             with self.store.read() as conn:  # most passes find nothing: one statement, no transaction, no locks
-                if conn.execute(_ANY_TO_PUBLISH, window).first() is None:
+                if not Store.read_together(conn, [(_ANY_TO_PUBLISH, window)])[0]:
                     return 0
         with self.store.begin(serial=False) as conn:
             by_queue: dict[str, list[int]] = {}
             not_yet = []
-            for row in sorted(conn.execute(_QUEUE_NEXT, window), key=lambda r: (r.available_at, r.id)):
+            [batch] = Store.read_together(conn, [(_QUEUE_NEXT, window)])  # with the transaction's BEGIN
+            for row in sorted(batch, key=lambda r: (r.available_at, r.id)):
                 queue = self.topology.route(row.available_at - time.time())
                 if queue is None:
                     not_yet.append(row.id)
