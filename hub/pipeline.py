@@ -377,11 +377,19 @@ class Pipeline:
                     candidates: list[tuple[Any, Prepared | Refused | DxpResponse]]) -> dict[str, str]:
         """The states of messages `ids`, and what _accept may look up for the prepared `candidates`, read together:
         each message id's first sender, each version, each conversation and whether it awaits the sender's
-        receipt. A candidate another worker has decided meanwhile is looked up for nothing, and not decided."""
+        receipt. A candidate another worker has decided meanwhile is looked up for nothing, and not decided.
+        A batch of messages to accept or refuse checks and writes only their own keys (their message ids from
+        their senders, their conversations), and locks those alone; a receipt or a node's answer changes what the
+        hub sent, and the batch holds every other writer off."""
         accepting = [(row.partner, prepared) for row, prepared in candidates
                      if isinstance(prepared, Prepared) and not isinstance(prepared.message, Receipt)]
         keyed = [(sender, each.message, key, each.version) for sender, each in accepting
                  if (key := each.message.business_key()) is not None and each.version is not None]
+        if len(accepting) == sum(not isinstance(prepared, Refused) for _row, prepared in candidates):
+            self.store.lock_keys_only(conn, [
+                *(("seen", sender, each.message.message_id) for sender, each in accepting),
+                *(("conversation", each.message.family, key) for _sender, each in accepting
+                  if (key := each.message.business_key()) is not None)])
         return self.store.look_ahead(
             conn, ids, seen=[(sender, each.message.message_id) for sender, each in accepting],
             versions=[(message.message_type, key, version) for _s, message, key, version in keyed],

@@ -13,7 +13,7 @@ import os
 import threading
 import time
 from collections import namedtuple
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from operator import itemgetter
 from pathlib import Path
@@ -233,8 +233,8 @@ _KNOWN = "hub_known"  # what a batch of decisions will look up, read ahead in on
 # PostgreSQL: a write transaction owes its BEGIN (a serial one its lock too, _SERIAL_WRITES) until its first
 # statement, and sends them with that one; its COMMIT goes with its last writes. psycopg, left to begin and commit
 # on its own, spent a round trip on each (its BEGIN waits for the server's answer even in a pipeline).
-_OWED = "hub_owed"
-_BEGIN = "BEGIN"
+_OWED = "hub_owed"  # statements and their parameters
+_BEGIN = ("BEGIN", ())
 _ENDED = "hub_ended"  # the transaction's last statements are sent (on PostgreSQL its COMMIT): nothing more runs in it
 
 
@@ -363,7 +363,13 @@ def advisory_key(name: str) -> int:
 # PostgreSQL: a write transaction takes this lock first, so the pipeline's check-then-write decisions (seen
 # before? the conversation's state?) are serialised across processes as SQLite serialises them; under READ
 # COMMITTED alone two copies of one message both passed the seen-check. The queue's claims skip it (row locks).
-_SERIAL_WRITES = f"SELECT pg_advisory_xact_lock({advisory_key('hub writes')})"
+_SERIAL_WRITES = (f"SELECT pg_advisory_xact_lock({advisory_key('hub writes')})", ())
+# A batch of decisions whose every check and write concerns its own keys alone (a message id from its sender, a
+# conversation) takes the lock shared instead, and its keys' own locks, in one order (no deadlock between two
+# such batches): other processes decide batches of other keys meanwhile, where each waited for the other's
+# whole transaction; anything else still holds them all off, and waits for them.
+_SHARED_WRITES = f"SELECT pg_advisory_xact_lock_shared({advisory_key('hub writes')})"
+_KEY_LOCKS = "SELECT count(pg_advisory_xact_lock(k)) FROM unnest(%b::int8[]) AS k"
 
 
 def _writing_held_rows_first(engine: Engine) -> Engine:
@@ -715,7 +721,7 @@ class Store:
         owed = conn.info.pop(_OWED, [])
         if last and owed and not sets and not reads:
             return []  # a transaction that wrote nothing sends nothing
-        pipelined: list[tuple[str, list[Any]]] = [(statement, [()]) for statement in owed]
+        pipelined: list[tuple[str, list[Any]]] = [(statement, [params]) for statement, params in owed]
         try:
             for statement, rows in sets:
                 names = sorted(rows[0], key=lambda name: name == "_id")  # an update's last
@@ -732,6 +738,15 @@ class Store:
             tables = ", ".join(str(s.table) for s, _ in sets) or "no table"
             raise DBAPIError.instance(f"write held rows of {tables}; {len(reads)} reads", None, exc,
                                       dialect.loaded_dbapi.Error) from exc
+
+    @staticmethod
+    def lock_keys_only(conn: Connection, keys: Iterable[tuple[str, ...]]) -> None:
+        """Before its first statement: every check and write of this serial transaction concerns one of `keys`
+        alone. On PostgreSQL it takes their locks, and the writers' lock shared (_SHARED_WRITES)."""
+        owed = conn.info.get(_OWED)
+        if owed and owed[-1] is _SERIAL_WRITES:
+            locks = sorted({advisory_key("\x1f".join(key)) for key in keys})
+            owed[-1:] = [(_SHARED_WRITES, ()), *([(_KEY_LOCKS, (locks,))] if locks else [])]
 
     @staticmethod
     def look_ahead(conn: Connection, ids: list[str], seen: list[tuple[str, str]], versions: list[tuple[str, str, str]],

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from sqlalchemy import inspect, text
+from sqlalchemy import inspect, literal_column, select, text
 
 from hub.store import Store
 
@@ -156,3 +156,39 @@ def test_a_batch_of_new_messages_writes_few_pages_to_the_sqlite_log(tmp_path: Pa
         _busy, frames, _copied = conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)").one()
     store.close()
     assert frames < 30, f"a batch of 50 new messages wrote {frames} pages to the log"
+
+
+@pytest.mark.parametrize("store_url", ["postgresql"], indirect=True)
+def test_postgresql_a_batch_on_its_own_keys_holds_off_only_those_keys_and_other_writers(store: Store) -> None:
+    """Two processes' batches of decisions on different keys are decided at the same time; one on the same key, or
+    any other serial writer (an operator's replay, a receipt's decision), waits until the first commits."""
+    one = select(literal_column("1"))
+    holding, release = threading.Event(), threading.Event()
+
+    def writer(keys: list[str] | None, hold: bool = False) -> threading.Thread:
+        def run() -> None:
+            with store.begin() as conn:
+                if keys is not None:
+                    store.lock_keys_only(conn, [("conversation", "underwriting", key) for key in keys])
+                store.read_together(conn, [(one, {})])  # the transaction's first statement, with its locks
+                if hold:
+                    holding.set()
+                    release.wait(30)
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        return thread
+
+    first = writer(["TBX2026000001", "TBX2026000002"], hold=True)
+    assert holding.wait(10)
+    other_keys = writer(["TBX2026000003"])
+    other_keys.join(10)
+    assert not other_keys.is_alive(), "a batch of other keys was held up"
+    waiting = [writer(["TBX2026000002"]), writer(None)]
+    for thread in waiting:
+        thread.join(1)
+    assert all(thread.is_alive() for thread in waiting), "the same key, and a writer of anything, wait"
+    release.set()
+    for thread in (first, *waiting):
+        thread.join(10)
+        assert not thread.is_alive()
