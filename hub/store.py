@@ -221,7 +221,6 @@ cursors = Table(
 
 
 _WRITE = "hub_write"
-Returning = Select[Any] | ReturningUpdate[Any] | ReturningDelete[Any]  # a statement read_together runs
 _EVENTS = "hub_events"  # a write transaction's events, inserted when it ends
 # A write transaction's inserts (new messages, seen ids and versions, conversations, work, awaited receipts,
 # events) and its messages' state changes (set_state), held back and written together, by statement: before the
@@ -360,7 +359,7 @@ def advisory_key(name: str) -> int:
     return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
 
 
-# PostgreSQL: a write transaction takes this lock first, so the pipeline's check-then-write decisions (seen
+# PostgreSQL: a serial write transaction takes this lock first, so the pipeline's check-then-write decisions (seen
 # before? the conversation's state?) are serialised across processes as SQLite serialises them; under READ
 # COMMITTED alone two copies of one message both passed the seen-check. The queue's claims skip it (row locks).
 _SERIAL_WRITES = (f"SELECT pg_advisory_xact_lock({advisory_key('hub writes')})", ())
@@ -517,6 +516,9 @@ def _sqlite_rows(driver: Any, query: str, params: Any) -> list[Any]:
         return [row._make(each) for each in cursor]
     finally:
         cursor.close()
+
+
+Returning = Select[Any] | ReturningUpdate[Any] | ReturningDelete[Any]  # a statement read_together runs
 
 
 def _sql(dialect: Any, statement: Returning, params: dict[str, Any]) -> tuple[str, Any]:
