@@ -318,14 +318,9 @@ class Pipeline:
         """Decide on inbound messages: each prepared (the slow part: verify, decode, map, sign) before the write
         lock is taken, then all decided in one transaction, then delivered and settled together."""
         with self.store.read() as conn:
-            sizes = self.store.sizes(conn, [item.message for item in items])
-            taken, total = 1, sizes[items[0].message]
-            while taken < len(items) and total + sizes[items[taken].message] <= BATCH_BYTES:
-                total += sizes[items[taken].message]
-                taken += 1
-            rows = self.store.get_messages(conn, [item.message for item in items[:taken]])
-        self.queue.release(items[taken:])  # for the next claim, no attempt spent
-        items = items[:taken]
+            rows = self.store.batch_of(conn, [item.message for item in items], BATCH_BYTES)
+        self.queue.release([item for item in items if item.message not in rows])  # for the next claim, no attempt spent
+        items = [item for item in items if item.message in rows]
         # A slow signer (a card) must not let the batch's last leases run out before they are started.
         started, budget = time.monotonic(), self.config.queue.lease_seconds / 3
         ready = []

@@ -42,6 +42,7 @@ from sqlalchemy import (
     event,
     func,
     insert,
+    or_,
     select,
     text,
     update,
@@ -272,7 +273,13 @@ _INSERT_EVENT = insert(events)
 _UPDATE_MESSAGE = update(messages).where(messages.c.id == bindparam("_id"))
 _GET_MESSAGE = select(messages).where(messages.c.id == bindparam("_id"))
 _AMONG = among(messages.c.id, "_ids")
-_GET_MESSAGES = select(messages).where(_AMONG)
+# Messages of a list, oldest first (by hub id), as many as fit in `_bytes` together (always the first).
+_RUNNING = select(messages.c.id, func.sum(messages.c.size).over(order_by=messages.c.id).label("bytes"),
+                  func.row_number().over(order_by=messages.c.id).label("n")).where(_AMONG).subquery()
+_GET_BATCH = (
+    select(messages).join(_RUNNING, _RUNNING.c.id == messages.c.id)
+    .where(or_(_RUNNING.c.n == 1, _RUNNING.c.bytes <= bindparam("_bytes")))
+)
 _PENDING_ANSWERS = (
     select(messages)
     .where(among(messages.c.answers, "_ids"), messages.c.state.in_(("pending", "delivering")))
@@ -280,7 +287,6 @@ _PENDING_ANSWERS = (
 )
 _GET_HEADS = select(*(c for c in messages.c if c.name not in ("raw", "canonical"))).where(_AMONG)
 _GET_STATES = select(messages.c.id, messages.c.state).where(_AMONG)
-_GET_SIZES = select(messages.c.id, messages.c.size).where(_AMONG)
 _STORED = select(messages.c.id).where(_AMONG)
 _INSERT_SEEN = insert(seen_messages)
 _FIRST_SEEN = select(seen_messages.c.first).where(
@@ -851,14 +857,10 @@ class Store:
         return conn.execute(_GET_MESSAGE, {"_id": message}).one_or_none()
 
     @staticmethod
-    def sizes(conn: Connection, ids: list[str]) -> dict[str, int]:
-        """Each message's size in bytes, as received or as stored to send."""
-        [sizes] = Store.read_together(conn, [(_GET_SIZES, {"_ids": ids})])
-        return {row.id: row.size for row in sizes}
-
-    @staticmethod
-    def get_messages(conn: Connection, ids: list[str]) -> dict[str, Any]:
-        [rows] = Store.read_together(conn, [(_GET_MESSAGES, {"_ids": ids})])
+    def batch_of(conn: Connection, ids: list[str], most_bytes: int) -> dict[str, Any]:
+        """Of messages `ids`, the oldest (by hub id) whose sizes, as received or as stored to send, add up to at
+        most `most_bytes`, and always the oldest: by id. One statement (the sizes, then the messages, took two)."""
+        [rows] = Store.read_together(conn, [(_GET_BATCH, {"_ids": ids, "_bytes": most_bytes})])
         return {row.id: row for row in rows}
 
     @staticmethod

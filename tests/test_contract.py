@@ -30,7 +30,7 @@ from hub.app import Hub
 from hub.config import DEFAULT_CONFIG, HubConfig, load_config
 from hub.operations import Operations
 from hub.rabbitqueue import ConfirmedPublisher, QueueConsumer, RabbitWorkQueue
-from hub.store import Store, work
+from hub.store import Store, metadata, work
 from hub.workqueue import WorkItem
 from tests import test_bad_input, test_operations, test_underwriting_flow
 from tests.conftest import BACKENDS, REPO, Exchange, backend_environ, hub_environ, wait_for
@@ -270,7 +270,7 @@ def test_a_batch_is_decided_through_the_indexes_never_a_whole_table_scan(tmp_pat
                 f"{detail} in: {statement}"
                 for statement in statements
                 for *_ids, detail in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}")
-                if detail.startswith("SCAN ") and "CONSTANT ROW" not in detail
+                if detail.startswith("SCAN ") and detail.split()[1] in metadata.tables  # not a subquery's few rows
             }
     finally:
         hub.stop()
