@@ -430,6 +430,7 @@ class Pipeline:
         # Not serialised with other processes' decisions: nothing here checks before it writes but `advance`,
         # one conditional update.
         with self.store.begin(serial=False) as conn:
+            self.queue.complete(conn, *items)  # first: it goes with the next statement
             self._delivered(conn, delivered)
             for out, _exc in failed:
                 self.queue.enqueue(conn, "deliver", out.id)
@@ -438,7 +439,6 @@ class Pipeline:
             for message, where in settled.items():
                 if where:
                     self.store.add_event(conn, message, "settled", where)
-            self.queue.complete(conn, *items)
         for out in delivered:
             log.info("delivered %s to %s/out/%s", out.message_type, out.partner, out.file_name)
 
@@ -869,8 +869,8 @@ class Pipeline:
             if failed:
                 raise failed[0][1]  # under the retry policy
         with self.store.begin() as conn:
-            self._delivered(conn, delivered)  # none: it was delivered before, or another worker's since
             self.queue.complete(conn, item)
+            self._delivered(conn, delivered)  # none: it was delivered before, or another worker's since
         if delivered:
             log.info("delivered %s to %s/out/%s", row.message_type, row.partner, row.file_name)
 

@@ -13,7 +13,7 @@ import os
 import threading
 import time
 from collections import namedtuple
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from operator import itemgetter
 from pathlib import Path
@@ -236,6 +236,7 @@ _KNOWN = "hub_known"  # what a batch of decisions will look up, read ahead in on
 _OWED = "hub_owed"  # statements and their parameters
 _BEGIN = ("BEGIN", ())
 _ENDED = "hub_ended"  # the transaction's last statements are sent (on PostgreSQL its COMMIT): nothing more runs in it
+_CHECKS = "hub_checks"  # statements sent with the transaction's next ones, each with a check of its rows (see check)
 
 
 class among(ColumnElement[bool]):
@@ -383,7 +384,7 @@ def _writing_held_rows_first(engine: Engine) -> Engine:
         if conn.info.get(_ENDED):
             raise RuntimeError(f"the write transaction has ended (its last statements are sent): {clause}")
         held = conn.info.get(_HELD)
-        if conn.info.get(_OWED) or (held and (not isinstance(clause, Update | Delete) or any(
+        if conn.info.get(_OWED) or conn.info.get(_CHECKS) or (held and (not isinstance(clause, Update | Delete) or any(
                 isinstance(statement, Update) for statement, _columns in held))):
             Store.write_held(conn)
 
@@ -634,7 +635,7 @@ class Store:
                 if not conn.info.get(_ENDED):
                     Store.read_together(conn, [], last=True)
             finally:
-                for name in (_EVENTS, _HELD, _CHANGED, _KNOWN, _OWED, _ENDED):
+                for name in (_EVENTS, _HELD, _CHANGED, _KNOWN, _OWED, _ENDED, _CHECKS):
                     conn.info.pop(name, None)
 
     @contextmanager
@@ -692,7 +693,12 @@ class Store:
         straight to the driver (through SQLAlchemy a statement cost a quarter more client CPU: 235-255 against
         190 µs here); in a write transaction after what it owes first (its BEGIN and lock, its held inserts): on
         PostgreSQL all in one round trip, else one by one. Returns each one's rows. `last`: the transaction's last
-        statements, the events it noted with them; on PostgreSQL its COMMIT goes with them."""
+        statements, the events it noted with them; on PostgreSQL its COMMIT goes with them (after the checks, if
+        any wait: see check)."""
+        if last and conn.info.get(_CHECKS):
+            found = Store.read_together(conn, reads)
+            Store.read_together(conn, [], last=True)
+            return found
         if last:
             Store.insert_rows(conn, _INSERT_EVENT, conn.info.pop(_EVENTS, []))
             conn.info[_ENDED] = True
@@ -703,7 +709,22 @@ class Store:
             conn.info.pop(_CHANGED, None)
             sets = sorted(((statement, rows) for (statement, _columns), rows in held.items()),
                           key=lambda each: (isinstance(each[0], Update), each[0].table is not messages))
-        return Store._write_then_read(conn, sets, reads, last)
+        checks = conn.info.pop(_CHECKS, [])
+        found = Store._write_then_read(conn, sets, [(statement, params) for statement, params, _ in checks] + reads,
+                                       last)
+        for (_statement, _params, check), rows in zip(checks, found[:len(checks)], strict=True):
+            check(rows)
+        return found[len(checks):]
+
+    @staticmethod
+    def check(conn: Connection, statement: Returning, params: dict[str, Any],
+              check: Callable[[list[Any]], None]) -> None:
+        """In a write transaction: `statement` goes with the next statements it sends (before their reads), and
+        `check` sees its rows before the transaction commits; raising there undoes the transaction. On
+        PostgreSQL no round trip of its own."""
+        if conn.info.get(_ENDED):
+            raise RuntimeError("the write transaction has ended (its last statements are sent)")
+        conn.info.setdefault(_CHECKS, []).append((statement, params, check))
 
     @staticmethod
     def insert_rows(conn: Connection, statement: Insert, rows: list[dict[str, Any]]) -> None:

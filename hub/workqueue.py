@@ -196,13 +196,16 @@ class DbWorkQueue:
             return reap(conn)
 
     def complete(self, conn: Connection, *items: WorkItem) -> None:
-        """Done, in the same transaction as the work's effects; raises LeaseLost if a lease ran out (the
-        transaction, every item's effects with it, is undone: another worker may be running that item)."""
-        [done] = Store.read_together(conn, [(_COMPLETE, {"_ids": [i.id for i in items], "_owner": items[0].owner})])
-        if len(done) != len(items):
-            held = ", ".join(f"{i.id} ({i.kind})" for i in items)
-            raise LeaseLost(f"work item {held} is no longer leased by {items[0].owner}" if len(items) == 1 else
-                            f"work items {held} are no longer all leased by {items[0].owner}")
+        """Done, in the same transaction as the work's effects, sent with its next statements; LeaseLost is raised
+        before it commits if a lease ran out (the transaction, every item's effects with it, is undone: another
+        worker may be running that item)."""
+        def all_still_leased(done: list[Any]) -> None:
+            if len(done) != len(items):
+                held = ", ".join(f"{i.id} ({i.kind})" for i in items)
+                raise LeaseLost(f"work item {held} is no longer leased by {items[0].owner}" if len(items) == 1 else
+                                f"work items {held} are no longer all leased by {items[0].owner}")
+
+        Store.check(conn, _COMPLETE, {"_ids": [i.id for i in items], "_owner": items[0].owner}, all_still_leased)
 
     def release(self, items: Sequence[WorkItem]) -> None:
         if items:

@@ -8,9 +8,10 @@ import time
 from pathlib import Path
 
 import pytest
-from sqlalchemy import inspect, literal_column, select, text
+from sqlalchemy import inspect, literal_column, select, text, update
 
-from hub.store import Store
+from hub.store import Store, work
+from hub.workqueue import DbWorkQueue, LeaseLost
 
 
 @pytest.fixture
@@ -192,3 +193,28 @@ def test_postgresql_a_batch_on_its_own_keys_holds_off_only_those_keys_and_other_
     for thread in (first, *waiting):
         thread.join(10)
         assert not thread.is_alive()
+
+
+def test_completing_work_whose_lease_ran_out_undoes_the_whole_transaction(store: Store) -> None:
+    """A worker that stalled past its lease finds its item taken by another: completing it raises LeaseLost before
+    its transaction commits, and nothing it wrote there stays; the new holder completes it."""
+    queue = DbWorkQueue(store, lease_seconds=30)
+    message = _received(store)
+    with store.begin() as conn:
+        queue.enqueue(conn, "process", message)
+    [stalled] = queue.claim("worker-1", 1)
+    with store.begin() as conn:
+        conn.execute(update(work).values(lease_until=0))  # its lease ran out
+    assert queue.reap() == 1
+    [taken] = queue.claim("worker-2", 1)
+    with pytest.raises(LeaseLost, match="no longer leased by worker-1"), store.begin() as conn:
+        queue.complete(conn, stalled)
+        store.add_event(conn, message, "stalled-worker-finished")
+        store.set_state(conn, message, "accepted")
+    with store.read() as conn:
+        assert store.get_message(conn, message).state == "received"
+        assert "stalled-worker-finished" not in [event.event for event in store.history(conn, message)]
+    with store.begin() as conn:
+        queue.complete(conn, taken)
+    with store.read() as conn:
+        assert not conn.execute(select(work.c.id)).all()
