@@ -236,7 +236,8 @@ _KNOWN = "hub_known"  # what a batch of decisions will look up, read ahead in on
 _OWED = "hub_owed"  # statements and their parameters
 _BEGIN = ("BEGIN", ())
 _ENDED = "hub_ended"  # the transaction's last statements are sent (on PostgreSQL its COMMIT): nothing more runs in it
-_CHECKS = "hub_checks"  # statements sent with the transaction's next ones, each with a check of its rows (see check)
+_CHECKS = "hub_checks"  # statements sent with the transaction's next ones, their rows checked (check_before_commit)
+_AFTER_LAST = "the write transaction has ended (its last statements are sent)"
 
 
 class among(ColumnElement[bool]):
@@ -382,7 +383,7 @@ def _writing_held_rows_first(engine: Engine) -> Engine:
     @event.listens_for(engine, "before_execute")
     def _write_held(conn: Connection, clause: Any, *_args: Any) -> None:
         if conn.info.get(_ENDED):
-            raise RuntimeError(f"the write transaction has ended (its last statements are sent): {clause}")
+            raise RuntimeError(f"{_AFTER_LAST}: {clause}")
         held = conn.info.get(_HELD)
         if conn.info.get(_OWED) or conn.info.get(_CHECKS) or (held and (not isinstance(clause, Update | Delete) or any(
                 isinstance(statement, Update) for statement, _columns in held))):
@@ -694,7 +695,7 @@ class Store:
         190 µs here); in a write transaction after what it owes first (its BEGIN and lock, its held inserts): on
         PostgreSQL all in one round trip, else one by one. Returns each one's rows. `last`: the transaction's last
         statements, the events it noted with them; on PostgreSQL its COMMIT goes with them (after the checks, if
-        any wait: see check)."""
+        any wait: see check_before_commit)."""
         if last and conn.info.get(_CHECKS):
             found = Store.read_together(conn, reads)
             Store.read_together(conn, [], last=True)
@@ -712,19 +713,19 @@ class Store:
         checks = conn.info.pop(_CHECKS, [])
         found = Store._write_then_read(conn, sets, [(statement, params) for statement, params, _ in checks] + reads,
                                        last)
-        for (_statement, _params, check), rows in zip(checks, found[:len(checks)], strict=True):
-            check(rows)
+        for (_statement, _params, verify), rows in zip(checks, found[:len(checks)], strict=True):
+            verify(rows)
         return found[len(checks):]
 
     @staticmethod
-    def check(conn: Connection, statement: Returning, params: dict[str, Any],
-              check: Callable[[list[Any]], None]) -> None:
+    def check_before_commit(conn: Connection, statement: Returning, params: dict[str, Any],
+                            verify: Callable[[list[Any]], None]) -> None:
         """In a write transaction: `statement` goes with the next statements it sends (before their reads), and
-        `check` sees its rows before the transaction commits; raising there undoes the transaction. On
+        `verify` sees its rows before the transaction commits; raising there undoes the transaction. On
         PostgreSQL no round trip of its own."""
         if conn.info.get(_ENDED):
-            raise RuntimeError("the write transaction has ended (its last statements are sent)")
-        conn.info.setdefault(_CHECKS, []).append((statement, params, check))
+            raise RuntimeError(_AFTER_LAST)
+        conn.info.setdefault(_CHECKS, []).append((statement, params, verify))
 
     @staticmethod
     def insert_rows(conn: Connection, statement: Insert, rows: list[dict[str, Any]]) -> None:

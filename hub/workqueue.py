@@ -205,7 +205,8 @@ class DbWorkQueue:
                 raise LeaseLost(f"work item {held} is no longer leased by {items[0].owner}" if len(items) == 1 else
                                 f"work items {held} are no longer all leased by {items[0].owner}")
 
-        Store.check(conn, _COMPLETE, {"_ids": [i.id for i in items], "_owner": items[0].owner}, all_still_leased)
+        Store.check_before_commit(conn, _COMPLETE, {"_ids": [i.id for i in items], "_owner": items[0].owner},
+                                  all_still_leased)
 
     def release(self, items: Sequence[WorkItem]) -> None:
         if items:
