@@ -378,15 +378,15 @@ class Pipeline:
         hub sent, and the batch holds every other writer off."""
         accepting = [(row.partner, prepared) for row, prepared in candidates
                      if isinstance(prepared, Prepared) and not isinstance(prepared.message, Receipt)]
-        keyed = [(sender, each.message, key, each.version) for sender, each in accepting
-                 if (key := each.message.business_key()) is not None and each.version is not None]
+        seen = [(sender, each.message.message_id) for sender, each in accepting]
+        keys = [(sender, each.message, each.message.business_key(), each.version) for sender, each in accepting]
+        keyed = [(sender, message, key, version) for sender, message, key, version in keys
+                 if key is not None and version is not None]
         if len(accepting) == sum(not isinstance(prepared, Refused) for _row, prepared in candidates):
-            self.store.lock_keys_only(conn, [
-                *(("seen", sender, each.message.message_id) for sender, each in accepting),
-                *(("conversation", each.message.family, key) for _sender, each in accepting
-                  if (key := each.message.business_key()) is not None)])
+            self.store.lock_keys_only(conn, [*(("seen", *each) for each in seen), *(
+                ("conversation", message.family, key) for _s, message, key, _v in keys if key is not None)])
         return self.store.look_ahead(
-            conn, ids, seen=[(sender, each.message.message_id) for sender, each in accepting],
+            conn, ids, seen=seen,
             versions=[(message.message_type, key, version) for _s, message, key, version in keyed],
             conversations_=[(message.family, key) for _s, message, key, _v in keyed],
             answers=[(sender, message.family, key) for sender, message, key, _v in keyed])
