@@ -13,10 +13,11 @@ platform → customs, signed the same way: CustomsRecordQuery), each fixture wit
 forwarded message and receipt are in the partners' out/ folders (every one is checked there, once); three backlogs
 in a row on the same hub, the median (single runs here were up to a quarter apart). *Latency*: messages dropped at a
 steady 100 per second (the target's rate), then 25 per second (which this hub keeps up with, so no queue builds);
-per message, from its rename into in/ to its forwarded copy's write into out/. The drop folders are polled every 10
-ms here (default 200 ms); the work queue keeps its default (a worker is woken at once by work its hub commits, the
-worker process's through a pipe, and looks every 50 ms for the rest: looking every 10 ms cost more CPU than it saved
-waiting, and every backend's p99 at 100/s was worse for it). The store is on this machine's disk (var/); the
+per message, from its rename into in/ to its forwarded copy's write into out/. The hub sees each input as it lands
+(inotify; it also lists the drop folders every 200 ms, its default), and the work queue keeps its default (a
+worker is woken at once by work its hub commits, the worker process's through a pipe, and looks every 50 ms for
+the rest: looking every 10 ms cost more CPU than it saved waiting, and every backend's p99 at 100/s was worse for
+it). The store is on this machine's disk (var/); the
 partners' drop folders are in memory (/dev/shm, where there is one): on this disk, creating a file costs from 20 µs
 to over 700 µs of kernel time, depending on the directory and on what was deleted near it in the last minutes (ext4
 without a journal steps over recently deleted inodes one by one), and each message creates three files (the
@@ -74,8 +75,6 @@ BACKLOG_RUNS = 3  # throughput runs, one after the other on the same hub: the me
 STEADY_RATE = 100.0  # messages per second in the latency run (the target's rate)
 SLOW_RATE = 25.0  # and again at a rate this machine's hub keeps up with, for the latency without a queue
 STEADY_SECONDS = 6.0
-# The drop folders are looked at this often (default 0.2 s): a message's latency includes up to one look.
-POLL_SECONDS = 0.01
 # Looking more often only took CPU from the hub (listing thousands of files): the figures do not depend on it.
 WAIT_LOOK_SECONDS = 0.2
 TARGET_RATE = 500  # messages/s, embedded and RabbitMQ + PostgreSQL with 2 workers (issue 5)
@@ -147,7 +146,6 @@ def hub_environ(root: Path, port: int, exchange: Path) -> dict[str, str]:
     }
     for partner in PARTNERS:
         env[f"HUB_PARTNERS__{partner.upper()}__CHANNEL__ROOT"] = f'"{exchange / partner}"'
-        env[f"HUB_PARTNERS__{partner.upper()}__CHANNEL__POLL_SECONDS"] = str(POLL_SECONDS)
     return env
 
 

@@ -18,7 +18,7 @@ from typing import Any
 from cryptography import x509
 
 from hub.channels import Channel
-from hub.channels.folder import FolderChannel
+from hub.channels.folder import FolderChannel, InboxWatch
 from hub.config import (
     ConfigError,
     DeviceSignerConfig,
@@ -195,9 +195,10 @@ class Hub:
         trusted = load_trusted(config)
         require_pins(config)
         self.signers = Signers(config)
-        self.channels: dict[str, Channel] = {
-            name: FolderChannel(name, Path(p.channel.root)) for name, p in config.partners.items()
-        }
+        folders = [FolderChannel(name, Path(p.channel.root)) for name, p in config.partners.items()]
+        self.channels: dict[str, Channel] = {channel.partner: channel for channel in folders}
+        self._inboxes = [channel.inbox for channel in folders]
+        self.arrivals: InboxWatch | None = None  # made when the intake starts: a worker process takes no input
         # One connection for each worker, the intake thread and the status interface.
         self.store = Store(config.store.url, connections=config.queue.workers + 2)
         self.store.create_schema()
@@ -227,6 +228,7 @@ class Hub:
             self.status_server = StatusServer(self.status_reader, self.config.status.host, self.config.status.port)
             self.status_server.start()
             log.info("status interface on http://%s:%d/status", *self.status_server.address)
+        self.arrivals = InboxWatch(self._inboxes)
         self._spawn("intake", self._intake_loop)
         if self.store.is_sqlite:
             self._spawn("checkpoint", self._checkpoint_loop)
@@ -238,7 +240,8 @@ class Hub:
         queue = self.config.queue
         workers = f"{queue.workers} worker{'s' * (queue.workers > 1)}" + (
             f" in each of {queue.processes} processes" * (queue.processes > 1))
-        log.info("hub running: %d partners, %d routes, %s, %d signers, store %s", len(self.channels),
+        log.info("hub running: %d partners (new inputs %s), %d routes, %s, %d signers, store %s", len(self.channels),
+                 "seen as they land" if self.arrivals.watching else "looked for every poll_seconds",
                  len(self.config.routes), workers, len(self.signers), self.store.engine.url)
         if self.worker_processes:
             self.worker_processes.keep_up()
@@ -251,6 +254,8 @@ class Hub:
     def stop(self) -> None:
         self._stop.set()
         self.queue.notify()  # idle workers see the stop now
+        if self.arrivals:
+            self.arrivals.interrupt()  # and the intake
         if self.worker_processes:
             self.worker_processes.stop()
         self.jobs.stop()  # its jobs use the store and the signers: before they close
@@ -260,6 +265,8 @@ class Hub:
             self.status_server.stop()
         self.signers.close()
         self.store.close()
+        if self.arrivals:
+            self.arrivals.close()
         log.info("hub stopped")
 
     def request_stop(self) -> None:
@@ -296,6 +303,7 @@ class Hub:
             self.pipeline.take_in(abandoned, recovered=True)
 
     def _intake_loop(self) -> None:
+        assert self.arrivals is not None
         poll = min(p.channel.poll_seconds for p in self.config.partners.values())
         next_recover = time.monotonic() + RECOVER_EVERY_SECONDS
         sweep_every = min(SWEEP_RECEIPTS_EVERY_SECONDS,
@@ -319,7 +327,7 @@ class Hub:
             except Exception:  # an input that could not be stored stays in intake/; the next recovery takes it
                 log.exception("intake failed; retrying")
             if not busy:
-                self._stop.wait(poll)
+                self.arrivals.wait(poll)
 
     def _checkpoint_loop(self) -> None:
         """SQLite's log is copied into the database here, off the workers' commits."""

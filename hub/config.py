@@ -84,6 +84,8 @@ class RetryConfig(Section):
 class FolderChannelConfig(Section):
     kind: Literal["folder"] = "folder"
     root: Path
+    # How often in/ is listed. On Linux an input is seen as it lands (hub.channels.folder.InboxWatch): this only
+    # bounds how late one the kernel did not report (a folder it cannot watch) is taken.
     poll_seconds: Annotated[float, Field(gt=0, le=60)] = 0.2
 
 

@@ -260,7 +260,7 @@ def test_the_default_runs_a_second_worker_process_that_shares_the_work_and_stops
     finally:
         process.stop()
     log = process.log.read_text()
-    assert "hub running: 3 partners, 21 routes, 1 worker in each of 2 processes" in log
+    assert "hub running: 3 partners (new inputs seen as they land), 21 routes, 1 worker in each of 2 processes" in log
     assert re.search(r"INFO    hub.pipeline: accepted PendingPolicy", log), "the hub's own worker took a share"
     assert f"[worker process {worker}] hub.pipeline: accepted PendingPolicy" in log, "the worker process took a share"
     assert f"[worker process {worker}] hub.processes: hub process {process.proc.pid}, which started this worker " \

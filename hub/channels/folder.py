@@ -8,16 +8,30 @@ way, so nobody ever reads half a file.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import json
+import logging
 import os
+import selectors
+import struct
+import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from hub.channels import ClaimedInput
 from hub.store import new_id
 
+log = logging.getLogger(__name__)
+
 TMP_SUFFIX = ".tmp"
 _SEP = "__"
+# inotify(7): a file renamed into a watched folder, or a file written there closed.
+_IN_MOVED_TO = 0x80
+_IN_CLOSE_WRITE = 0x08
+_IN_Q_OVERFLOW = 0x4000
+_EVENT = struct.Struct("iIII")
 
 
 def write_atomically(path: Path, payload: bytes) -> None:
@@ -68,7 +82,7 @@ class FolderChannel:
         waiting = []
         with os.scandir(self.inbox) as entries:
             for entry in entries:
-                if entry.name.endswith(TMP_SUFFIX) or entry.name.startswith("."):
+                if not _is_input(entry.name):
                     continue
                 try:
                     if entry.is_file(follow_symlinks=False):
@@ -113,3 +127,92 @@ class FolderChannel:
             write_atomically(target.with_name(target.name + ".error.json"), report.encode())
         os.replace(source, target)
         return True
+
+
+class InboxWatch:
+    """Wakes the intake as soon as a file lands in one of the watched in/ folders (Linux inotify), so that an input
+    waits for no poll: listing three folders every 10 ms to keep that wait short took an eighth of a core at 100
+    messages/s, and every 200 ms (the default) cost each input 100 ms on average. The intake still lists the
+    folders every poll_seconds, which is all it does where inotify is not to be had (another system, the kernel's
+    limit of watches reached, a folder gone): nothing is missed either way."""
+
+    def __init__(self, folders: Iterable[Path]) -> None:
+        self._selector = selectors.DefaultSelector()
+        self._interrupt_read, self._interrupt_write = os.pipe()
+        os.set_blocking(self._interrupt_read, False)
+        self._selector.register(self._interrupt_read, selectors.EVENT_READ)
+        self._inotify = _watch(list(folders))
+        if self._inotify is not None:
+            self._selector.register(self._inotify, selectors.EVENT_READ)
+
+    @property
+    def watching(self) -> bool:
+        return self._inotify is not None
+
+    def wait(self, timeout: float) -> None:
+        """Until an input lands in a watched folder (a .tmp file, being written, does not count), interrupt() is
+        called, or `timeout` seconds pass. What woke it is read away: what lands later wakes the next wait, so
+        nothing is missed between a wait and the listing after it."""
+        deadline = time.monotonic() + timeout
+        while (remaining := deadline - time.monotonic()) > 0:
+            woken = False
+            for key, _events in self._selector.select(remaining):
+                read = _read_all(key.fd)
+                woken |= key.fd == self._interrupt_read or any(_is_input(name) for name in _landed(read))
+            if woken:
+                return
+
+    def interrupt(self) -> None:
+        """The waiting intake returns now (the hub is stopping)."""
+        os.write(self._interrupt_write, b"!")
+
+    def close(self) -> None:
+        self._selector.close()
+        for fd in (self._interrupt_read, self._interrupt_write, self._inotify):
+            if fd is not None:
+                os.close(fd)
+
+
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    with contextlib.suppress(BlockingIOError):
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _landed(events: bytes) -> Iterator[str]:
+    """The names in inotify events (struct inotify_event: wd, mask, cookie, len, then a name padded with NULs);
+    a queue overflow names nothing but stands for anything."""
+    offset = 0
+    while offset < len(events):
+        _wd, mask, _cookie, length = _EVENT.unpack_from(events, offset)
+        offset += _EVENT.size
+        yield "*" if mask & _IN_Q_OVERFLOW else events[offset:offset + length].rstrip(b"\0").decode(errors="replace")
+        offset += length
+
+
+def _is_input(name: str) -> bool:
+    """What the intake takes: not a file being written (NAME.tmp) nor a hidden one."""
+    return not (name.endswith(TMP_SUFFIX) or name.startswith("."))
+
+
+def _watch(folders: list[Path]) -> int | None:
+    """An inotify descriptor (non-blocking) watching `folders`, or None where that cannot be had."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        init, add_watch = libc.inotify_init1, libc.inotify_add_watch
+    except (OSError, AttributeError):
+        log.info("no inotify on this system: the drop folders are listed every poll_seconds")
+        return None
+    fd = init(os.O_NONBLOCK | os.O_CLOEXEC)
+    if fd < 0:
+        log.warning("inotify: %s; the drop folders are listed every poll_seconds", os.strerror(ctypes.get_errno()))
+        return None
+    for folder in folders:
+        if add_watch(fd, os.fsencode(folder), _IN_MOVED_TO | _IN_CLOSE_WRITE) < 0:
+            log.warning("inotify cannot watch %s: %s; the drop folders are listed every poll_seconds", folder,
+                        os.strerror(ctypes.get_errno()))
+            os.close(fd)
+            return None
+    return int(fd)
