@@ -1,12 +1,12 @@
 """End to end: the running hub's sustained throughput and latency per backend, against the bare floor
 
 The hub runs as `make run` runs it (`python run_hub.py`, the default config with overrides), its store in a
-temporary folder under var/: 2 workers, one in the hub's process and one in the worker process it starts
-(queue.processes = 2, queue.workers = 1; one process's threads share one core, under Python's global lock), each
-taking up to 64 steps at once (queue.batch), on each backend. This process plays the partners through the drop
-folders, and looks at their out/ folders every 0.2 s while
-it waits (the figures come from the files' write times). The mix: seven message types that each open a conversation,
-so any number can flow (insurer → platform: PendingPolicy, RiskArticle; platform → insurer, signed by the hub with a
+temporary folder under var/: 2 workers, one in each of the 2 worker processes it starts, while its own process
+takes the inputs and relays work (queue.processes = 2, queue.workers = 1; one process's threads share one core,
+under Python's global lock), each taking up to 64 steps at once (queue.batch), on each backend. This process
+plays the partners through the drop folders, and looks at their out/ folders every 0.2 s while it waits (the
+figures come from the files' write times). The mix: seven message types that each open a conversation, so any
+number can flow (insurer → platform: PendingPolicy, RiskArticle; platform → insurer, signed by the hub with a
 software RSA-2048 key (rsa-sha256): InsuranceInquiry, AgreementSignRequest, TradeRegistration in both modes;
 platform → customs, signed the same way: CustomsRecordQuery), each fixture with a new message id and business key.
 *Throughput*: a backlog of messages dropped at once; messages per second from the first drop until the last
@@ -234,7 +234,8 @@ class RunningHub:
             self.proc = subprocess.Popen([sys.executable, str(ROOT / "run_hub.py")], cwd=self.root, env=self.env,
                                          stdout=log, stderr=log)
         deadline = time.monotonic() + 30
-        processes = load_config(DEFAULT_CONFIG, environ=self.env).queue.processes  # the hub and its worker processes
+        workers = load_config(DEFAULT_CONFIG, environ=self.env).queue.processes
+        processes = 1 + workers * (workers > 1)  # the hub's, and its worker processes
         while not _healthy(self.port) or len(self._processes()) < processes:
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 self.__exit__()
@@ -370,7 +371,7 @@ def measure(backend: Backend, mix: Mix) -> list[Result]:
                f"on this machine's disk (var/): {on_disk:,.0f} µs; three files per message"),
         Result(f"**{backend.name}: throughput (target ≥ {TARGET_RATE}/s)**", throughput, "messages/s",
                f"{verdict(throughput >= TARGET_RATE)}; median of {BACKLOG_RUNS} backlogs of {BACKLOG} in a row "
-               f"({runs[0][0]:,.0f}–{runs[-1][0]:,.0f}/s), 2 processes of 1 worker"),
+               f"({runs[0][0]:,.0f}–{runs[-1][0]:,.0f}/s), 2 worker processes of 1 worker"),
         Result(f"{backend.name}: share of the bare floor (target ≥ {TARGET_SHARE:.0%})", share * 100, "%",
                f"{verdict(share >= TARGET_SHARE)}; {throughput:,.0f} / {floor:,.0f} messages/s"),
         Result(f"{backend.name}: hub CPU per message", cpu * 1e6, "µs",

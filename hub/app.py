@@ -1,7 +1,6 @@
-"""The running hub: channels polled, work claimed by worker threads, status served.
-
-Threads, not processes, on the embedded default: SQLite serialises writers anyway, and the work queue's
-leases make a killed process harmless (its leased items return when their leases run out).
+"""The running hub: channels watched, work claimed by worker threads (in worker processes: hub/processes.py),
+status served. The work queue's leases make a killed process harmless (its leased items return when their leases
+run out).
 """
 
 from __future__ import annotations
@@ -232,14 +231,15 @@ class Hub:
         self._spawn("intake", self._intake_loop)
         if self.store.is_sqlite:
             self._spawn("checkpoint", self._checkpoint_loop)
-        self.start_workers()
+        if not self.worker_processes:
+            self.start_workers()
         for name, loop in self.queue.loops():
             self._spawn(name, lambda loop=loop: loop(self._stop))
         if self.config.scheduler.enabled:
             self.jobs.start()
         queue = self.config.queue
         workers = f"{queue.workers} worker{'s' * (queue.workers > 1)}" + (
-            f" in each of {queue.processes} processes" * (queue.processes > 1))
+            f" in each of {queue.processes} worker processes" if self.worker_processes else "")
         log.info("hub running: %d partners (new inputs %s), %d routes, %s, %d signers, store %s", len(self.channels),
                  "seen as they land" if self.arrivals.watching else "looked for every poll_seconds",
                  len(self.config.routes), workers, len(self.signers), self.store.engine.url)

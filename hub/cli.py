@@ -30,7 +30,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--workers", type=_positive, metavar="N",
                      help="worker threads of each process (default: queue.workers)")
     run.add_argument("--processes", type=_positive, metavar="P",
-                     help="processes running workers, this one included (default: queue.processes)")
+                     help="processes running workers: 1, this one; more, that many worker processes "
+                          "(default: queue.processes)")
     run.add_argument("--worker-of", type=int, metavar="PID", help=argparse.SUPPRESS)  # hub/processes.py
     commands.add_parser("demo", help="play the whole underwriting conversation through a hub in a temporary folder")
     schemas = commands.add_parser("schemas", help="write the platform JSON Schemas and the XML schemas to DIR")
@@ -122,7 +123,7 @@ def run(config_path: Path | None, workers: int | None = None, processes: int | N
                                    "%(message)s")
     helpers = None
     if worker_of is None and config.queue.processes > 1:
-        helpers = WorkerProcesses(config.queue.processes - 1, config_path, config.queue.workers)
+        helpers = WorkerProcesses(config.queue.processes, config_path, config.queue.workers)
     hub = Hub(config, helpers)
 
     def _stop(signum: int, _frame: FrameType | None) -> None:

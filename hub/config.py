@@ -46,8 +46,9 @@ class QueueConfig(Section):
     carries the work to the workers of every hub process (hub/rabbitqueue.py); it needs a PostgreSQL store."""
 
     kind: Literal["db", "rabbitmq"] = "db"
-    # Processes running workers on this machine, the one `run` started included: it starts the others
-    # (hub/processes.py). Python runs one thread of a process at a time; processes use the machine's cores.
+    # Processes running workers on this machine. 1: the one `run` started runs them; 2 or more: it starts that many
+    # worker processes and runs none itself (hub/processes.py). Python runs one thread of a process at a time;
+    # processes use the machine's cores.
     processes: Annotated[int, Field(ge=1, le=64)] = 2
     workers: Annotated[int, Field(ge=1, le=64)] = 1  # worker threads of each process
     lease_seconds: Annotated[float, Field(gt=0)] = 30.0

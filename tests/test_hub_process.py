@@ -233,38 +233,40 @@ def _alive(pid: int) -> bool:
 
 def worker_pids(log: str) -> list[int]:
     """The worker processes the hub started, and ready to work (their own first line)."""
-    return [int(pid) for pid in re.findall(r"worker process 1 started \(pid (\d+)\)", log)
+    return [int(pid) for pid in re.findall(r"worker process \d+ started \(pid (\d+)\)", log)
             if f"[worker process {pid}] hub.processes: worker process of hub process" in log]
 
 
-def test_the_default_runs_a_second_worker_process_that_shares_the_work_and_stops_with_the_hub(tmp_path: Path) -> None:
-    """Python runs one thread of a process at a time, so `run` starts queue.processes - 1 worker processes (the
-    default config: one) beside itself. Both take a share, each message is forwarded and answered once, and the
-    worker process does not outlive its hub, even one killed -9. An idle worker looks for work every 10 s here:
-    the worker process takes its share because the hub wakes it when it has stored the inputs."""
+def test_the_default_runs_two_worker_processes_that_share_the_work_and_stop_with_the_hub(tmp_path: Path) -> None:
+    """Python runs one thread of a process at a time, so `run` starts queue.processes worker processes (the
+    default config: two) and runs no worker itself. Both take a share, each message is forwarded and answered once,
+    and neither outlives its hub, even one killed -9. An idle worker looks for work every 10 s here: the worker
+    processes take their shares because the hub wakes them when it has stored the inputs."""
     count = 60
     exchange = Exchange(tmp_path / "exchange")
     # Batches of 8: the 60 policies are several claims, so both processes can take some.
     process = HubProcess(tmp_path, HUB_QUEUE__POLL_SECONDS="10", HUB_QUEUE__BATCH="8")
     process.start()
     try:
-        wait_for(lambda: worker_pids(process.log.read_text()), 10, "the worker process")
+        wait_for(lambda: len(worker_pids(process.log.read_text())) == 2, 10, "the worker processes")
         for n in range(count):
             exchange.drop("insurer", f"insurer-pending-policy-{n:04d}.xml", _pending_policy(n)[1])
         exchange.wait_files("insurer", "out", count, "Receipt_*", timeout=60)
         wait_for(lambda: len(exchange.files("insurer", "archive")) == count, 60, "every input archived")
         log = process.log.read_text()
-        [worker] = worker_pids(log)
+        workers = worker_pids(log)
         process.kill9()
-        wait_for(lambda: not _alive(worker), 10, "the worker process to stop once its hub was killed")
+        wait_for(lambda: not any(map(_alive, workers)), 10, "the worker processes to stop once their hub was killed")
     finally:
         process.stop()
     log = process.log.read_text()
-    assert "hub running: 3 partners (new inputs seen as they land), 21 routes, 1 worker in each of 2 processes" in log
-    assert re.search(r"INFO    hub.pipeline: accepted PendingPolicy", log), "the hub's own worker took a share"
-    assert f"[worker process {worker}] hub.pipeline: accepted PendingPolicy" in log, "the worker process took a share"
-    assert f"[worker process {worker}] hub.processes: hub process {process.proc.pid}, which started this worker " \
-           "process, is gone or stopping; stopping" in log
+    assert "hub running: 3 partners (new inputs seen as they land), 21 routes, 1 worker in each of 2 worker " \
+           "processes" in log
+    assert not re.search(r"INFO    hub.pipeline: accepted", log), "the hub's own process runs no worker"
+    for worker in workers:
+        assert f"[worker process {worker}] hub.pipeline: accepted PendingPolicy" in log, "each took a share"
+        assert f"[worker process {worker}] hub.processes: hub process {process.proc.pid}, which started this " \
+               "worker process, is gone or stopping; stopping" in log
     forwarded = [json.loads(p.read_bytes())["messageId"] for p in exchange.files("platform", "out", "PendingPolicy_*")]
     assert sorted(forwarded) == sorted(_pending_policy(n)[0] for n in range(count))
     assert sorted(r["refMessageId"] for r in exchange.receipts("insurer")) == sorted(forwarded)
@@ -275,12 +277,13 @@ def test_a_worker_process_that_dies_is_started_again_and_stopping_the_hub_stops_
     process = HubProcess(tmp_path)
     process.start()
     try:
-        wait_for(lambda: worker_pids(process.log.read_text()), 10, "the worker process")
-        [first] = worker_pids(process.log.read_text())
+        wait_for(lambda: len(worker_pids(process.log.read_text())) == 2, 10, "the worker processes")
+        [first, other] = worker_pids(process.log.read_text())
         os.kill(first, signal.SIGKILL)
-        wait_for(lambda: len(worker_pids(process.log.read_text())) == 2, 15, "another worker process")
-        [_, second] = worker_pids(process.log.read_text())
-        assert process.get("/status")[1]["hub"]["worker_processes"] == [{"pid": second, "deaths": 1}]
+        wait_for(lambda: len(worker_pids(process.log.read_text())) == 3, 15, "another worker process")
+        [_, _, second] = worker_pids(process.log.read_text())
+        assert process.get("/status")[1]["hub"]["worker_processes"] == [{"pid": second, "deaths": 1},
+                                                                         {"pid": other, "deaths": 0}]
         exchange.drop_fixture(UNDERWRITING / "valid" / "insurer-pending-policy-new.xml")
         exchange.wait_files("platform", "out", 1, "PendingPolicy_*", timeout=10)
     finally:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -352,18 +353,18 @@ def test_a_batch_signed_by_the_card_survives_the_card_being_pulled_out(
 
 @pytest.mark.slow
 @pytest.mark.parametrize("pin", [PIN, "12345678"], ids=["right PIN", "wrong PIN"])
-def test_a_hub_and_its_worker_process_sign_with_one_card_and_a_wrong_pin_costs_one_try_between_them(
+def test_a_hubs_worker_processes_sign_with_one_card_and_a_wrong_pin_costs_one_try_between_them(
     pin: str, card: CardProcess, tmp_path: Path, exchange: Exchange,
 ) -> None:
-    """`run` as `make run` runs it: the hub and its worker process each open the card through pcscd. With the
-    right PIN both sign; with a wrong one the card is refused the PIN once, whichever process presents it."""
+    """`run` as `make run` runs it: its two worker processes each open the card through pcscd. With the right PIN
+    both sign; with a wrong one the card is refused the PIN once, whichever process presents it."""
     _config, config_path = card_config(tmp_path, 'pin_env = "HUB_TEST_CARD_PIN"')
-    # Batches of 8: the 40 applications are several claims, so both processes take some.
+    # Batches of 8: the 40 applications are several claims, so both worker processes take some.
     process = HubProcess(tmp_path, HUB_TEST_CARD_PIN=pin, HUB_RETRY__WAIT_SECONDS="0.2", HUB_QUEUE__BATCH="8")
     process.args = ["--config", str(config_path), "run"]
     process.start()
     try:
-        wait_for(lambda: worker_pids(process.log.read_text()), 10, "the worker process")
+        wait_for(lambda: len(worker_pids(process.log.read_text())) == 2, 10, "the worker processes")
         open_conversations(exchange, 40)
         drop_applications(exchange, range(40))
         if pin == PIN:
@@ -375,7 +376,8 @@ def test_a_hub_and_its_worker_process_sign_with_one_card_and_a_wrong_pin_costs_o
         process.stop()
     log = process.log.read_text()
     if pin == PIN:
-        assert "] hub.pipeline: accepted InsuranceApplication" in log, "the worker process signed some"
+        signed_by = set(re.findall(r"\[worker process (\d+)\] hub.pipeline: accepted InsuranceApplication", log))
+        assert len(signed_by) == 2, "each worker process signed some"
         cert = load_certificate(PENGCHENG_CERT)
         assert all(verify_document(p.read_bytes(), [cert]).certificate_number == CARD_NUMBER  # type: ignore[union-attr]
                    for p in sent)
@@ -384,7 +386,9 @@ def test_a_hub_and_its_worker_process_sign_with_one_card_and_a_wrong_pin_costs_o
         assert card.tries_left == 2, "exactly one try spent"
         assert not exchange.files("insurer", "out", "InsuranceApplication_*")
         waits = [line for line in log.splitlines() if "waits for its signature: PIN_" in line]
-        assert {"[worker process" in line for line in waits} == {True, False}, "both processes tried to sign"
+        tried = set(re.findall(r"\[worker process (\d+)\]", "\n".join(waits)))
+        assert len(tried) == 2, "both worker processes tried to sign"
+        assert all("[worker process" in line for line in waits), "the hub's own process runs no worker"
 
 
 def test_a_wrong_pin_costs_one_try_then_messages_wait_until_an_operator_unblocks_the_card(
