@@ -8,10 +8,10 @@ signing and mapping, and the work it took waited behind them: with 2 worker proc
 one more, a backlog went 15-30 % faster on PostgreSQL and RabbitMQ (SQLite, whose writers take turns, the
 same), and p99 at 100 messages/s was lower (measured on this 2-core machine, A/B in the same minutes).
 A worker process is `run_hub.py run --worker-of PID` on the same config and environment: its workers claim
-from the same store as the hub's (leases and row claims keep them apart, as they keep several hubs apart); it
-takes no input, serves no status and runs no jobs. The hub wakes it through its stdin when it commits work (on
-the DB queue a worker otherwise looks every queue.poll_seconds), and it stops when its stdin closes: when the
-hub stops it, or dies.
+from the hub's store, beside the other worker processes' (leases and row claims keep them apart, as they keep
+several hubs apart); it takes no input, serves no status and runs no jobs. The hub wakes it through its stdin when
+it commits work (on the DB queue a worker otherwise looks every queue.poll_seconds), and it stops when its stdin
+closes: when the hub stops it, or dies.
 """
 
 from __future__ import annotations
