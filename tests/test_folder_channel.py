@@ -56,6 +56,20 @@ def test_poll_without_a_limit_takes_everything_waiting_even_after_a_limited_poll
     assert [c.name for c in channel.poll()] == ["1.xml", "2.xml", "late.xml"]
 
 
+def test_a_partner_folder_in_the_way_does_not_stop_the_channel_being_made_only_what_it_does_there(
+    tmp_path: Path,
+) -> None:
+    """A worker process or a hub started while a partner's out/ is broken runs on: its deliveries there fail (and
+    are retried, then parked) until an operator mends it."""
+    root = tmp_path / "platform"
+    root.mkdir()
+    (root / "out").write_text("not a folder")
+    channel = FolderChannel("platform", root)
+    with pytest.raises(OSError):
+        channel.deliver("PendingPolicy_x.json", b"{}")
+    assert channel.inbox.is_dir() and channel.intake.is_dir()
+
+
 @pytest.fixture
 def watch(tmp_path: Path) -> Iterator[InboxWatch]:
     inboxes = [FolderChannel(partner, tmp_path / partner).inbox for partner in ("insurer", "platform")]

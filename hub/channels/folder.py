@@ -54,7 +54,12 @@ class FolderChannel:
         self.rejected = root / "rejected"
         self.intake = root / "intake"
         for folder in (self.inbox, self.outbox, self.archive, self.rejected, self.intake):
-            folder.mkdir(parents=True, exist_ok=True)
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:  # a file in its place, no right to make it: the hub runs on, and what it does
+                # there fails, is retried, then parked, until an operator mends it (a worker process started then
+                # had died at once, again and again, and left all the work undone)
+                log.warning("%s's folder %s cannot be made: %s", partner, folder, exc)
         # The rest of the last listing of in/, newest first (pop() takes the oldest): a backlog is taken a batch
         # at a time, and listing it again for each batch (a stat per file) cost O(n²): 1,500 inputs, 30
         # listings, in each hub process.
