@@ -52,7 +52,16 @@ class HubProcess:
             )
 
     def wait_up(self, timeout: float = 20) -> None:
+        """Its status interface answers and its worker processes, if it has any, are running."""
         wait_for(self._up, timeout, "the hub's status interface")
+        wait_for(self._workers_up, timeout, "the hub's worker processes")
+
+    def _workers_up(self) -> bool:
+        """As many worker processes running since the hub's last start as its start line says it has."""
+        _, started, since = self.log.read_text().rpartition("hub running: ")
+        expected = re.match(r"[^\n]* in each of (\d+) worker processes", since)
+        return bool(started) and since.count("] hub.processes: worker process of hub process") >= (
+            int(expected.group(1)) if expected else 0)
 
     def _up(self) -> bool:
         assert self.proc is not None and self.proc.poll() is None, self.log.read_text()
