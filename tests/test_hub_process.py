@@ -281,6 +281,22 @@ def test_the_default_runs_two_worker_processes_that_share_the_work_and_stop_with
     assert sorted(r["refMessageId"] for r in exchange.receipts("insurer")) == sorted(forwarded)
 
 
+def test_run_processes_1_runs_the_workers_in_the_hubs_own_process(tmp_path: Path) -> None:
+    exchange = Exchange(tmp_path / "exchange")
+    process = HubProcess(tmp_path)
+    process.args = ["run", "--processes", "1"]
+    process.start()
+    try:
+        exchange.drop_fixture(UNDERWRITING / "valid" / "insurer-pending-policy-new.xml")
+        exchange.wait_files("platform", "out", 1, "PendingPolicy_*", timeout=10)
+        assert process.get("/status")[1]["hub"]["worker_processes"] == []
+    finally:
+        process.stop()
+    log = process.log.read_text()
+    assert "21 routes, 1 worker, " in log
+    assert "INFO    hub.pipeline: accepted PendingPolicy" in log and "[worker process" not in log
+
+
 def test_a_worker_process_that_dies_is_started_again_and_stopping_the_hub_stops_it(tmp_path: Path) -> None:
     exchange = Exchange(tmp_path / "exchange")
     process = HubProcess(tmp_path)
