@@ -85,8 +85,8 @@ class RetryConfig(Section):
 class FolderChannelConfig(Section):
     kind: Literal["folder"] = "folder"
     root: Path
-    # How often in/ is listed. On Linux an input is seen as it lands (hub.channels.folder.InboxWatch): this only
-    # bounds how late one the kernel did not report (a folder it cannot watch) is taken.
+    # How often in/ is listed. On Linux an input is seen as it lands (hub.channels.folder.InboxWatch): this bounds
+    # only how late the hub takes one the kernel did not report (from a folder it cannot watch).
     poll_seconds: Annotated[float, Field(gt=0, le=60)] = 0.2
 
 
