@@ -34,7 +34,7 @@ from hub.store import Store, metadata, work
 from hub.workqueue import WorkItem
 from tests import test_bad_input, test_operations, test_underwriting_flow
 from tests.conftest import BACKENDS, REPO, Exchange, backend_environ, hub_environ, wait_for
-from tests.test_hub_process import HubProcess, _pending_policy, drop_pending_policies, worker_pids
+from tests.test_hub_process import HubProcess, _pending_policy, drop_pending_policies
 from tests.test_idempotency import APPLICATION, PENDING, PENDING_ID, _xml
 from tests.test_operations import bring_back, parked, take_down
 
@@ -562,8 +562,6 @@ def test_two_hub_processes_on_one_sqlite_file_deliver_each_message_once(tmp_path
     try:
         for process in processes:  # each hub's workers run in its two worker processes: all of them up first
             process.wait_up()
-            wait_for(lambda process=process: len(worker_pids(process.log.read_text())) == 2, 20,
-                     "the hub's worker processes")
         for n in range(count):
             exchange.drop("insurer", f"insurer-pending-policy-{n:04d}.xml", _pending_policy(n)[1])
         exchange.wait_files("insurer", "out", count, "Receipt_*", timeout=60)
