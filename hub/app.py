@@ -46,7 +46,7 @@ log = logging.getLogger("hub")
 RECOVER_EVERY_SECONDS = 10.0
 # Overdue receipts are looked for this often at most (more often when a partner's timeout is shorter).
 SWEEP_RECEIPTS_EVERY_SECONDS = 1.0
-CHECKPOINT_EVERY_SECONDS = 1.0
+UPKEEP_EVERY_SECONDS = 1.0
 WAIT_STEP_SECONDS = 0.2  # how soon the main thread sees a stop a signal asked for
 # Recovery leaves alone what was claimed (renamed into intake/, which sets the file's ctime) less than this ago:
 # with several hub processes on one store, a live one may have claimed it and be storing it now. Its owner
@@ -229,8 +229,7 @@ class Hub:
             log.info("status interface on http://%s:%d/status", *self.status_server.address)
         self.arrivals = InboxWatch(self._inboxes)
         self._spawn("intake", self._intake_loop)
-        if self.store.is_sqlite:
-            self._spawn("checkpoint", self._checkpoint_loop)
+        self._spawn("upkeep", self._upkeep_loop)
         if not self.worker_processes:
             self.start_workers()
         for name, loop in self.queue.loops():
@@ -329,13 +328,17 @@ class Hub:
             if not busy:
                 self.arrivals.wait(poll)
 
-    def _checkpoint_loop(self) -> None:
-        """SQLite's log is copied into the database here, off the workers' commits."""
-        while not self._stop.wait(CHECKPOINT_EVERY_SECONDS):
+    def _upkeep_loop(self) -> None:
+        """The store kept in shape here, off the workers' transactions: SQLite's log copied into the database, and
+        PostgreSQL's tables vacuumed and analyzed as their rows change (Store.vacuum)."""
+        while not self._stop.wait(UPKEEP_EVERY_SECONDS):
             try:
-                self.store.checkpoint()
-            except Exception:
-                log.exception("checkpoint failed; trying again")
+                if self.store.is_sqlite:
+                    self.store.checkpoint()
+                elif vacuumed := self.store.vacuum(self.config.store.vacuum_rows):
+                    log.debug("vacuumed %s", ", ".join(vacuumed))
+            except Exception as exc:  # the store away (a restart): the next round tries again
+                log.warning("store upkeep failed: %s: %s; trying again", type(exc).__name__, exc)
 
     def _work_loop(self) -> None:
         owner = f"{socket.gethostname()}:{os.getpid()}:{threading.current_thread().name}"

@@ -8,10 +8,11 @@ import time
 from pathlib import Path
 
 import pytest
-from sqlalchemy import inspect, literal_column, select, text, update
+from sqlalchemy import delete, inspect, literal_column, select, text, update
 
 from hub.store import Store, work
 from hub.workqueue import DbWorkQueue, LeaseLost
+from tests.conftest import wait_for
 
 
 @pytest.fixture
@@ -78,6 +79,46 @@ def test_a_store_made_by_an_earlier_version_loses_its_index_on_state_so_state_ch
         with store.read() as conn:
             options = conn.execute(text("SELECT reloptions FROM pg_class WHERE oid = 'messages'::regclass")).scalar()
         assert options == ["fillfactor=70"]
+
+
+def _churned_work(store: Store, steps: int) -> None:
+    """`steps` work rows inserted, then deleted (as steps are done), and the server's statistics showing it."""
+    message = _received(store)
+    with store.begin() as conn:
+        DbWorkQueue.enqueue(conn, "process", *[message] * steps)
+    with store.begin() as conn:
+        conn.execute(delete(work))
+    wait_for(lambda: _vacuum_stats(store)["work"][0] >= steps, what="the dead rows in the server's statistics")
+
+
+def _vacuum_stats(store: Store) -> dict[str, tuple[int, bool, bool]]:
+    """Each table's dead rows, and whether it was ever vacuumed and analyzed (by hand, not by autovacuum)."""
+    with store.read() as conn:
+        return {name: tuple(stats) for name, *stats in conn.execute(text(
+            "SELECT relname, n_dead_tup, last_vacuum IS NOT NULL, last_analyze IS NOT NULL FROM pg_stat_user_tables"))}
+
+
+@pytest.mark.parametrize("store_url", ["postgresql"], indirect=True)
+def test_postgresql_a_table_whose_changes_pass_the_threshold_is_vacuumed_and_analyzed_and_the_others_left(
+    store: Store,
+) -> None:
+    """On a server whose autovacuum is off (this machine's) the planner had no statistics, and a look-up of the
+    receipts a batch's conversations await read every message of their families; and each step's row in the work
+    table is inserted, changed and deleted, dead rows that every claim passed."""
+    _churned_work(store, 300)
+    assert store.vacuum(1000) == [], "600 changed rows, 300 of them dead, are under the threshold"
+    assert store.vacuum(100) == ["work"]
+    stats = _vacuum_stats(store)
+    assert stats["work"] == (0, True, True)
+    assert stats["messages"] == (0, False, False), "one message added: under the threshold"
+    assert store.vacuum(100) == [], "nothing left to do"
+
+
+@pytest.mark.parametrize("store_url", ["postgresql"], indirect=True)
+def test_postgresql_tables_are_left_to_autovacuum_when_the_threshold_is_0(store: Store) -> None:
+    _churned_work(store, 300)
+    assert store.vacuum(0) == []
+    assert _vacuum_stats(store)["work"] == (300, False, False)
 
 
 @pytest.mark.parametrize("store_url", ["postgresql"], indirect=True)
