@@ -39,9 +39,9 @@ class HubIdentity(Section):
 
 class StoreConfig(Section):
     url: str = "sqlite:///var/hub.db"
-    # PostgreSQL: the running hub vacuums and analyzes a table of its own once this many of its rows (and a fifth
-    # or a tenth of its live ones) are dead or changed, as autovacuum would, whether or not the server's runs
-    # (Store.vacuum); 0: leaves it to autovacuum.
+    # PostgreSQL: the running hub vacuums a table of its own once this many of its rows (and a fifth of the live
+    # ones) are dead, and analyzes it once that many (and half) changed, whether or not the server's autovacuum
+    # runs (Store.vacuum); 0: leaves it to autovacuum.
     vacuum_rows: Annotated[int, Field(ge=0)] = 1000
 
 

@@ -115,6 +115,32 @@ def test_postgresql_a_table_whose_changes_pass_the_threshold_is_vacuumed_and_ana
 
 
 @pytest.mark.parametrize("store_url", ["postgresql"], indirect=True)
+def test_postgresql_a_table_that_only_grows_is_analyzed_once_it_passes_the_threshold_then_once_it_doubles(
+    store: Store,
+) -> None:
+    """ANALYZE reads a sample of the table (on the messages table, 70-150 ms of the server's time): statistics
+    that exist matter, fresh ones hardly."""
+    def add(count: int, total: int) -> None:
+        for _ in range(count):
+            _received(store)
+        wait_for(lambda: _vacuum_stats(store)["messages"][0] == 0 and _live(store) == total,
+                 what="the new messages in the server's statistics")
+
+    add(150, 150)
+    assert store.vacuum(100) == ["events", "messages"], "never analyzed, and 150 rows added"
+    assert _vacuum_stats(store)["messages"] == (0, False, True), "analyzed, not vacuumed: no dead rows"
+    add(200, 350)
+    assert store.vacuum(100) == [], "200 rows added to 150: under a hundred and half of 350"
+    add(200, 550)
+    assert store.vacuum(100) == ["events", "messages"], "400 added to 150: past a hundred and half of 550"
+
+
+def _live(store: Store) -> int:
+    with store.read() as conn:
+        return int(conn.execute(text("SELECT n_live_tup FROM pg_stat_user_tables WHERE relname = 'messages'")).scalar())
+
+
+@pytest.mark.parametrize("store_url", ["postgresql"], indirect=True)
 def test_postgresql_tables_are_left_to_autovacuum_when_the_threshold_is_0(store: Store) -> None:
     _churned_work(store, 300)
     assert store.vacuum(0) == []
