@@ -694,9 +694,9 @@ class Store:
         the receipts its conversations await read every sent message of their families (2.6 ms after 3,000
         messages, and growing with each) where, analyzed, it reads the index for their keys (0.08 ms). They need
         not be fresh: ANALYZE reads a sample of up to 30,000 rows, 70-150 ms of the server's time on the messages
-        table, so it waits for half a table to change (autovacuum's tenth had it every few seconds on a
-        young store at 100 messages/s). The work table's rows are each inserted, changed and deleted: dead rows
-        that claims pass over. A table another process is vacuuming is skipped (SKIP_LOCKED)."""
+        table, so it waits for half a table to change (autovacuum's tenth had it every few seconds on a young store
+        at 100 messages/s). The work table's rows are each inserted, changed and deleted: dead rows that claims
+        pass over. A table another process is vacuuming is skipped (SKIP_LOCKED)."""
         if self.is_sqlite or not rows:
             return []
         with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:

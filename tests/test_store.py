@@ -98,6 +98,11 @@ def _vacuum_stats(store: Store) -> dict[str, tuple[int, bool, bool]]:
             "SELECT relname, n_dead_tup, last_vacuum IS NOT NULL, last_analyze IS NOT NULL FROM pg_stat_user_tables"))}
 
 
+def _live_messages(store: Store) -> int:
+    with store.read() as conn:
+        return int(conn.execute(text("SELECT n_live_tup FROM pg_stat_user_tables WHERE relname = 'messages'")).scalar())
+
+
 @pytest.mark.parametrize("store_url", ["postgresql"], indirect=True)
 def test_postgresql_a_table_whose_changes_pass_the_threshold_is_vacuumed_and_analyzed_and_the_others_left(
     store: Store,
@@ -123,7 +128,7 @@ def test_postgresql_a_table_that_only_grows_is_analyzed_once_it_passes_the_thres
     def add(count: int, total: int) -> None:
         for _ in range(count):
             _received(store)
-        wait_for(lambda: _vacuum_stats(store)["messages"][0] == 0 and _live(store) == total,
+        wait_for(lambda: _vacuum_stats(store)["messages"][0] == 0 and _live_messages(store) == total,
                  what="the new messages in the server's statistics")
 
     add(150, 150)
@@ -133,11 +138,6 @@ def test_postgresql_a_table_that_only_grows_is_analyzed_once_it_passes_the_thres
     assert store.vacuum(100) == [], "200 rows added to 150: under a hundred and half of 350"
     add(200, 550)
     assert store.vacuum(100) == ["events", "messages"], "400 added to 150: past a hundred and half of 550"
-
-
-def _live(store: Store) -> int:
-    with store.read() as conn:
-        return int(conn.execute(text("SELECT n_live_tup FROM pg_stat_user_tables WHERE relname = 'messages'")).scalar())
 
 
 @pytest.mark.parametrize("store_url", ["postgresql"], indirect=True)
