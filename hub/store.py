@@ -370,13 +370,15 @@ def advisory_key(name: str) -> int:
 # PostgreSQL: a serial write transaction takes this lock first, so the pipeline's check-then-write decisions (seen
 # before? the conversation's state?) are serialised across processes as SQLite serialises them; under READ
 # COMMITTED alone two copies of one message both passed the seen-check. The queue's claims skip it (row locks).
-_SERIAL_WRITES = (f"SELECT pg_advisory_xact_lock({advisory_key('hub writes')})", ())
+_WRITES_KEY = advisory_key("hub writes")
+_SERIAL_WRITES = (f"SELECT pg_advisory_xact_lock({_WRITES_KEY})", ())
 # A batch of decisions whose every check and write concerns its own keys alone (a message id from its sender, a
-# conversation) takes the lock shared instead, and its keys' own locks, in one order (no deadlock between two
+# conversation) takes the lock shared instead, then its keys' own locks, in one order (no deadlock between two
 # such batches): other processes decide batches of other keys meanwhile, where each waited for the other's
-# whole transaction; anything else still holds them all off, and waits for them.
-_SHARED_WRITES = f"SELECT pg_advisory_xact_lock_shared({advisory_key('hub writes')})"
-_KEY_LOCKS = "SELECT count(pg_advisory_xact_lock(k)) FROM unnest(%b::int8[]) AS k"
+# whole transaction; anything else still holds them all off, and waits for them. One statement: the array's
+# first key is the writers' lock, taken shared; its rows are taken in order.
+_SHARED_WRITES_THEN_KEYS = ("SELECT count(CASE WHEN n = 1 THEN pg_advisory_xact_lock_shared(k) ELSE "
+                            "pg_advisory_xact_lock(k) END) FROM unnest(%b::int8[]) WITH ORDINALITY AS t(k, n)")
 
 
 def _writing_held_rows_first(engine: Engine) -> Engine:
@@ -787,6 +789,10 @@ class Store:
         owed = conn.info.pop(_OWED, [])
         if last and owed and not sets and not reads:
             return []  # a transaction that wrote nothing sends nothing
+        if last and owed and owed[0] is _BEGIN:
+            # A transaction sent whole in one pipeline (an input's intake) needs no BEGIN and COMMIT: the
+            # statements up to the pipeline's sync are one transaction, which the sync commits and an error undoes.
+            owed, last = owed[1:], False
         pipelined: list[tuple[str, list[Any]]] = [(statement, [params]) for statement, params in owed]
         try:
             for statement, rows in sets:
@@ -808,11 +814,11 @@ class Store:
     @staticmethod
     def lock_keys_only(conn: Connection, keys: Iterable[tuple[str, ...]]) -> None:
         """Before its first statement: every check and write of this serial transaction concerns one of `keys`
-        alone. On PostgreSQL it takes their locks, and the writers' lock shared (_SHARED_WRITES)."""
+        alone. On PostgreSQL it takes the writers' lock shared, then their locks (_SHARED_WRITES_THEN_KEYS)."""
         owed = conn.info.get(_OWED)
         if owed and owed[-1] is _SERIAL_WRITES:
             locks = sorted({advisory_key("\x1f".join(key)) for key in keys})
-            owed[-1:] = [(_SHARED_WRITES, ()), *([(_KEY_LOCKS, (locks,))] if locks else [])]
+            owed[-1] = (_SHARED_WRITES_THEN_KEYS, ([_WRITES_KEY, *locks],))
 
     @staticmethod
     def look_ahead(conn: Connection, ids: list[str], seen: list[tuple[str, str]], versions: list[tuple[str, str, str]],

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import delete, inspect, literal_column, select, text, update
+from sqlalchemy.exc import DBAPIError
 
-from hub.store import Store, work
+from hub.store import Store, new_id, work
 from hub.workqueue import DbWorkQueue, LeaseLost
 from tests.conftest import wait_for
 
@@ -224,6 +225,18 @@ def test_a_batch_of_new_messages_writes_few_pages_to_the_sqlite_log(tmp_path: Pa
         _busy, frames, _copied = conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)").one()
     store.close()
     assert frames < 30, f"a batch of 50 new messages wrote {frames} pages to the log"
+
+
+def test_a_transaction_whose_last_statement_fails_leaves_none_of_its_earlier_ones(store: Store) -> None:
+    """An intake's transaction goes to PostgreSQL whole, in one pipeline, without BEGIN and COMMIT: the pipeline's
+    statements are one transaction there too, and the new input's row goes with the failed statement after it."""
+    new = new_id()
+    with pytest.raises(DBAPIError), store.begin(serial=False) as conn:
+        store.add_inputs(conn, [{"id": new, "direction": "in", "partner": "insurer", "state": "received",
+                                 "file_name": "a.xml", "size": 4, "raw": b"<x/>"}], ["insurer/in/a.xml, 4 bytes"])
+        store.add_event(conn, "no-such-message", "received")  # the events' insert breaks its foreign key
+    with store.read() as conn:
+        assert store.get_message(conn, new) is None
 
 
 @pytest.mark.parametrize("store_url", ["postgresql"], indirect=True)
