@@ -693,17 +693,17 @@ class Store:
         since their last ANALYZE pass `rows` and half the live ones (one that only grows: once it has doubled), or
         `rows` alone if never analyzed. Returns them.
 
-        The planner needs statistics: on a server whose autovacuum is off (this machine's), a batch's look-up of
-        the receipts its conversations await read every sent message of their families (2.6 ms after 3,000
-        messages, and growing with each) where, analyzed, it reads the index for their keys (0.08 ms). They need
-        be neither fresh nor fine. At the server's default statistics target ANALYZE reads a sample of up to 30,000
-        rows and keeps 100 values a column: on the messages table 120 ms of the server's time for 9,600 messages,
-        and up to 440 ms under load at 100 messages/s, while the messages that came meanwhile waited, the slowest
-        of the run. The hub's look-ups are equalities on indexed keys, whose plans a sample of 3,000 rows decides
-        as well: at a target of 10 (_STATISTICS_TARGET) the same ANALYZE took 33 ms, and up to 107 under load.
-        It also waits for half a table to change (autovacuum's tenth had it every few seconds on a young store at
-        100 messages/s). The work table's rows are each inserted, changed and deleted: dead rows that claims pass
-        over. A table another process is vacuuming is skipped (SKIP_LOCKED)."""
+        The planner needs statistics: on a server whose autovacuum is off (this machine's), a batch's look-up of the
+        receipts its conversations await read every sent message of their families (2.6 ms after 3,000 messages, and
+        growing with each) where, analyzed, it reads the index for their keys (0.08 ms). They need be neither fresh
+        nor detailed. At the server's default statistics target ANALYZE reads a sample of up to 30,000 rows and
+        keeps 100 values a column: on the messages table 120 ms of the server's time for 9,600 messages, and up to
+        440 ms under load at 100 messages/s, while the messages that came meanwhile waited, the slowest of the run.
+        The hub's look-ups are equalities on indexed keys, whose plans a sample of 3,000 rows decides as well: at a
+        target of 10 (_STATISTICS_TARGET) the same ANALYZE took 33 ms, and up to 107 under load. It also waits for
+        half a table to change (autovacuum's tenth had it every few seconds on a young store at 100 messages/s). The
+        work table's rows are each inserted, changed and deleted: dead rows that claims pass over. A table another
+        process is vacuuming is skipped (SKIP_LOCKED)."""
         if self.is_sqlite or not rows:
             return []
         with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
