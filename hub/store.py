@@ -783,8 +783,9 @@ class Store:
         """Each set of rows in one statement, in order, straight to the driver (SQLAlchemy's executemany spent
         about 0.5 ms a message preparing each row's parameters), then `reads`; returns their rows. On SQLite by
         executemany. On PostgreSQL in one pipeline, with what the transaction owes (its BEGIN, its lock) before
-        them, the reads after them and, if `last`, its COMMIT: one round trip for all, not one or two each (a
-        decision's few inserts took seven, and each decided message's state change one more)."""
+        them, the reads after them and, if `last`, its COMMIT (neither BEGIN nor COMMIT for a transaction sent whole
+        in this one pipeline): one round trip for all, not one or two each (a decision's few inserts took seven,
+        and each decided message's state change one more)."""
         dialect, driver = conn.dialect, conn.connection.driver_connection
         owed = conn.info.pop(_OWED, [])
         if last and owed and not sets and not reads:
