@@ -104,6 +104,14 @@ def _live_messages(store: Store) -> int:
         return int(conn.execute(text("SELECT n_live_tup FROM pg_stat_user_tables WHERE relname = 'messages'")).scalar())
 
 
+def _add_messages(store: Store, count: int, total: int) -> None:
+    """`count` messages received, and the server's statistics showing `total` live ones and none dead."""
+    for _ in range(count):
+        _received(store)
+    wait_for(lambda: _vacuum_stats(store)["messages"][0] == 0 and _live_messages(store) == total,
+             what="the new messages in the server's statistics")
+
+
 @pytest.mark.parametrize("store_url", ["postgresql"], indirect=True)
 def test_postgresql_a_table_whose_changes_pass_the_threshold_is_vacuumed_and_analyzed_and_the_others_left(
     store: Store,
@@ -126,18 +134,12 @@ def test_postgresql_a_table_that_only_grows_is_analyzed_once_it_passes_the_thres
 ) -> None:
     """ANALYZE reads a sample of the table (on the messages table, 33-107 ms of the server's time): statistics
     that exist matter, fresh ones hardly."""
-    def add(count: int, total: int) -> None:
-        for _ in range(count):
-            _received(store)
-        wait_for(lambda: _vacuum_stats(store)["messages"][0] == 0 and _live_messages(store) == total,
-                 what="the new messages in the server's statistics")
-
-    add(150, 150)
+    _add_messages(store, 150, 150)
     assert store.vacuum(100) == ["events", "messages"], "never analyzed, and 150 rows added"
     assert _vacuum_stats(store)["messages"] == (0, False, True), "analyzed, not vacuumed: no dead rows"
-    add(200, 350)
+    _add_messages(store, 200, 350)
     assert store.vacuum(100) == [], "200 rows added to 150: under a hundred and half of 350"
-    add(200, 550)
+    _add_messages(store, 200, 550)
     assert store.vacuum(100) == ["events", "messages"], "400 added to 150: past a hundred and half of 550"
 
 
@@ -307,14 +309,12 @@ def test_postgresql_tables_are_analyzed_from_a_small_sample_and_later_statements
     """At the server's default statistics target ANALYZE of the messages table took up to 440 ms of the server's
     time at 100 messages/s, and the messages that came meanwhile were the slowest of the run: the hub's look-ups,
     equalities on indexed keys, are planned as well from 10 values a column as from 100."""
-    for _ in range(150):
-        _received(store)
-    wait_for(lambda: _live_messages(store) == 150, what="the new messages in the server's statistics")
+    _add_messages(store, 150, 150)
     assert "messages" in store.vacuum(100)
     with store.read() as conn:
         bounds = conn.execute(text("SELECT array_length(histogram_bounds, 1) FROM pg_stats "
                                    "WHERE tablename = 'messages' AND attname = 'id'")).scalar()
-        default = conn.execute(text("SELECT setting = boot_val FROM pg_settings "
+        default = conn.execute(text("SELECT setting = reset_val FROM pg_settings "
                                     "WHERE name = 'default_statistics_target'")).scalar()
     assert bounds == 11, "150 distinct ids: 10 buckets of them, not 100"
     assert default, "the sample size was set for the ANALYZE alone, not for the connection"
