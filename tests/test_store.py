@@ -55,6 +55,27 @@ def test_one_message_changed_again_and_again_in_a_transaction_ends_in_its_last_s
     assert (row.state, row.error_code) == ("rejected", "RETRIES_EXHAUSTED")
 
 
+def test_strings_of_any_characters_are_written_and_looked_up_as_they_were(store: Store) -> None:
+    """On PostgreSQL the hub writes a statement's strings as the text of arrays, where quotes, backslashes,
+    braces, commas, spaces and NULL have meanings of their own: each string must come back as it went."""
+    awkward = ['say "hi"', "C:\\in\\", "{a,b}", "NULL", "", "two\nlines", " spaced ", "它's", '\\"']
+    with store.begin() as conn:
+        ids = [store.add_message(conn, direction="in", partner="insurer", state="received", size=1, raw=b"x",
+                                 file_name=name, event_detail=name) for name in awkward]
+        for message, name in zip(ids, awkward, strict=True):
+            store.mark_seen(conn, "insurer", name, message)
+    with store.begin() as conn:
+        store.look_ahead(conn, ids, seen=[("insurer", name) for name in awkward], versions=[], conversations_=[],
+                         answers=[])
+        first_senders = [store.first_seen(conn, "insurer", name) for name in awkward]
+        batch = store.batch_of(conn, ids, 1_000_000)
+    with store.read() as conn:
+        details = [store.history(conn, message)[0].detail for message in ids]
+    assert first_senders == ids, "looked up by the same strings"
+    assert [batch[message].file_name for message in ids] == awkward
+    assert details == awkward
+
+
 def test_a_failed_transaction_writes_none_of_its_held_state_changes(store: Store) -> None:
     message = _received(store)
     with pytest.raises(RuntimeError), store.begin() as conn:
