@@ -427,11 +427,10 @@ class Pipeline:
                 log.warning("settling %s/intake/%s failed: %s; it retries on its own", row.partner, row.file_name,
                             exc)
                 unsettled.append(row.id)
-        # Not serialised with other processes' decisions: nothing here checks before it writes but `advance`,
-        # one conditional update.
+        # Not serialised with other processes' decisions: nothing here checks before it writes but the deliveries'
+        # conditional updates.
         with self.store.begin(serial=False) as conn:
-            self.queue.complete(conn, *items)  # first: it goes with the next statement
-            self._delivered(conn, delivered)
+            self.queue.complete(conn, *items)
             for out, _exc in failed:
                 self.queue.enqueue(conn, "deliver", out.id)
             for message in unsettled:
@@ -439,6 +438,7 @@ class Pipeline:
             for message, where in settled.items():
                 if where:
                     self.store.add_event(conn, message, "settled", where)
+            self._delivered(conn, delivered)  # last: with the transaction's COMMIT
         for out in delivered:
             log.info("delivered %s to %s/out/%s", out.message_type, out.partner, out.file_name)
 
@@ -875,17 +875,17 @@ class Pipeline:
             log.info("delivered %s to %s/out/%s", row.message_type, row.partner, row.file_name)
 
     def _delivered(self, conn: Connection, outs: list[Any]) -> None:
-        """Note the deliveries, and the receipts they now await. One whose partner's receipt came (and was
-        noted) since its bytes landed keeps its state."""
+        """Note the deliveries, and the receipts they now await, as the transaction's last statements. One whose
+        partner's receipt came (and was noted) since its bytes landed keeps its state."""
         if not outs:
             return
-        moved = self.store.advance_all(conn, [out.id for out in outs], DELIVERING, "delivered")
-        now, awaited = time.time(), []
+        now, awaiting = time.time(), dict[float, list[str]]()
         for out in outs:
             self.store.add_event(conn, out.id, "delivered", f"{out.partner}/out/{out.file_name}")
-            if out.id in moved and out.message_type not in _NEVER_ANSWERED:
-                awaited.append((out.id, out.partner, now + self.config.partners[out.partner].receipt_timeout_seconds))
-        self.store.await_receipts(conn, awaited)
+            if out.message_type not in _NEVER_ANSWERED:
+                due = now + self.config.partners[out.partner].receipt_timeout_seconds
+                awaiting.setdefault(due, []).append(out.id)
+        self.store.note_delivered(conn, [out.id for out in outs], awaiting)
 
     def _resend(self, item: WorkItem) -> None:
         """Deliver a delivered message again: the same bytes under the same name, the same message id, so the

@@ -13,7 +13,7 @@ import os
 import threading
 import time
 from collections import namedtuple
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from operator import itemgetter
 from pathlib import Path
@@ -42,6 +42,7 @@ from sqlalchemy import (
     event,
     func,
     insert,
+    literal,
     or_,
     select,
     text,
@@ -52,7 +53,7 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql import ColumnElement, Delete, Insert, Select, Update
-from sqlalchemy.sql.dml import ReturningDelete, ReturningUpdate
+from sqlalchemy.sql.dml import ReturningDelete, ReturningInsert, ReturningUpdate
 from sqlalchemy.sql.visitors import InternalTraversal, _TraverseInternalsType
 
 from hub.identifiers import time_ordered_id
@@ -236,7 +237,7 @@ _KNOWN = "hub_known"  # what a batch of decisions will look up, read ahead in on
 _OWED = "hub_owed"  # statements and their parameters
 _BEGIN = ("BEGIN", ())
 _ENDED = "hub_ended"  # the transaction's last statements are sent (on PostgreSQL its COMMIT): nothing more runs in it
-_CHECKS = "hub_checks"  # statements sent with the transaction's next ones, their rows checked (check_before_commit)
+_CHECKS = "hub_checks"  # statements sent with the transaction's next ones, their rows counted (expect_rows)
 _AFTER_LAST = "the write transaction has ended (its last statements are sent)"
 
 
@@ -304,7 +305,14 @@ _ADVANCE_ALL = (
     update(messages).where(_AMONG, messages.c.state == bindparam("_from"))
     .values(state=bindparam("state"), updated_at=bindparam("updated_at")).returning(messages.c.id)
 )
-_AWAIT = insert(awaited_receipts)
+# Messages `_ids` now "delivered" await their receipts, due at `due_at`: those a receipt answered since their bytes
+# landed have moved on and await nothing, and one awaiting already keeps its due time.
+_AWAIT_DELIVERED = insert(awaited_receipts).from_select(
+    ["message", "partner", "due_at", "resends"],
+    select(messages.c.id, messages.c.partner, bindparam("due_at", type_=Float), literal(0))
+    .where(_AMONG, messages.c.state == "delivered",
+           ~select(awaited_receipts.c.message).where(awaited_receipts.c.message == messages.c.id).exists()),
+).returning(awaited_receipts.c.message)
 _STOP_AWAITING = delete(awaited_receipts).where(awaited_receipts.c.message == bindparam("_message"))
 _ANSWERED_IN_CONVERSATION = delete(awaited_receipts).where(
     awaited_receipts.c.message.in_(
@@ -546,7 +554,8 @@ def _sqlite_rows(driver: Any, query: str, params: Any) -> list[Any]:
         cursor.close()
 
 
-Returning = Select[Any] | ReturningUpdate[Any] | ReturningDelete[Any]  # a statement read_together runs
+Returning = Select[Any] | ReturningInsert[Any] | ReturningUpdate[Any] | ReturningDelete[Any]  # read_together's
+_Check = tuple[Returning, dict[str, Any], int, Callable[[], Exception]]  # Store.expect_rows
 
 
 def _sql(dialect: Any, statement: Returning, params: dict[str, Any]) -> tuple[str, Any]:
@@ -578,6 +587,24 @@ def _tune_messages_table(conn: Connection) -> None:
         if other:
             conn.execute(text("ALTER TABLE messages " + ", ".join(f"ALTER COLUMN {c} SET COMPRESSION lz4"
                                                                   for c in other)))
+
+
+# PostgreSQL: a check of a write transaction (Store.expect_rows), made by the server, so that the transaction's COMMIT
+# can go in the same round trip: a statement that finds other than the rows expected fails the transaction there.
+_CHECK_FAILED = "HUB01"  # its SQLSTATE; the message is the check's number in its transaction
+_EXPECT_ROWS_FUNCTION = f"""
+CREATE OR REPLACE FUNCTION hub_expect_rows(bigint, bigint, int) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    IF $1 <> $2 THEN  -- rows found, rows expected; $3: the check's number
+        RAISE EXCEPTION USING ERRCODE = '{_CHECK_FAILED}', MESSAGE = $3::text;
+    END IF;
+END $$"""
+
+
+def _checked(sql: str, params: dict[str, Any], rows: int, number: int) -> tuple[str, dict[str, Any]]:
+    """PostgreSQL: statement `sql` wrapped so the server fails the transaction if it finds other than `rows` rows."""
+    return (f"WITH checked AS ({sql}) SELECT hub_expect_rows(count(*), %(_expected)s, %(_check)s) FROM checked",
+            {**params, "_expected": rows, "_check": number})
 
 
 _NEEDS_VACUUM = text(
@@ -642,6 +669,7 @@ class Store:
                 conn.execute(text(f"DROP INDEX IF EXISTS {name}"))
             if not self.is_sqlite:
                 _tune_messages_table(conn)
+                conn.execute(text(_EXPECT_ROWS_FUNCTION))
             for table in others:
                 table.create(conn, checkfirst=True)
 
@@ -752,14 +780,9 @@ class Store:
                       last: bool = False) -> list[list[Any]]:
         """Statements that return rows (SELECTs, and updates and deletes with RETURNING), each with its parameters,
         straight to the driver (through SQLAlchemy a statement cost a quarter more client CPU: 235-255 against
-        190 µs here); in a write transaction after what it owes first (its BEGIN and lock, its held inserts): on
-        PostgreSQL all in one round trip, else one by one. Returns each one's rows. `last`: the transaction's last
-        statements, the events it noted with them; on PostgreSQL its COMMIT goes with them (after the checks, if
-        any wait: see check_before_commit)."""
-        if last and conn.info.get(_CHECKS):
-            found = Store.read_together(conn, reads)
-            Store.read_together(conn, [], last=True)
-            return found
+        190 µs here); in a write transaction after what it owes first (its BEGIN and lock, its held inserts, its
+        checks: expect_rows): on PostgreSQL all in one round trip, else one by one. Returns each one's rows. `last`:
+        the transaction's last statements, the events it noted with them; on PostgreSQL its COMMIT goes with them."""
         if last:
             Store.insert_rows(conn, _INSERT_EVENT, conn.info.pop(_EVENTS, []))
             conn.info[_ENDED] = True
@@ -770,22 +793,19 @@ class Store:
             conn.info.pop(_CHANGED, None)
             sets = sorted(((statement, rows) for (statement, _columns), rows in held.items()),
                           key=lambda each: (isinstance(each[0], Update), each[0].table is not messages))
-        checks = conn.info.pop(_CHECKS, [])
-        found = Store._write_then_read(conn, sets, [(statement, params) for statement, params, _ in checks] + reads,
-                                       last)
-        for (_statement, _params, verify), rows in zip(checks, found[:len(checks)], strict=True):
-            verify(rows)
-        return found[len(checks):]
+        return Store._write_then_read(conn, sets, reads, last, conn.info.pop(_CHECKS, []))
 
     @staticmethod
-    def check_before_commit(conn: Connection, statement: Returning, params: dict[str, Any],
-                            verify: Callable[[list[Any]], None]) -> None:
-        """In a write transaction: `statement` goes with the next statements it sends (before their reads), and
-        `verify` sees its rows before the transaction commits; raising there undoes the transaction. On
-        PostgreSQL no round trip of its own."""
+    def expect_rows(conn: Connection, statement: Returning, params: dict[str, Any], rows: int,
+                    error: Callable[[], Exception]) -> None:
+        """In a write transaction: `statement` goes with the next statements it sends (after its held inserts,
+        before its reads) and must find exactly `rows` rows, or the transaction is undone and `error()` raised.
+        On PostgreSQL the server checks (hub_expect_rows), so the check costs no round trip of its own, nor one
+        before the transaction's COMMIT (the check that waited for its rows to come back cost the follow-through
+        of every batch a second round trip)."""
         if conn.info.get(_ENDED):
             raise RuntimeError(_AFTER_LAST)
-        conn.info.setdefault(_CHECKS, []).append((statement, params, verify))
+        conn.info.setdefault(_CHECKS, []).append((statement, params, rows, error))
 
     @staticmethod
     def insert_rows(conn: Connection, statement: Insert, rows: list[dict[str, Any]]) -> None:
@@ -801,16 +821,17 @@ class Store:
 
     @staticmethod
     def _write_then_read(conn: Connection, sets: list[tuple[Insert | Update, list[dict[str, Any]]]],
-                         reads: list[tuple[Returning, dict[str, Any]]], last: bool = False) -> list[list[Any]]:
+                         reads: list[tuple[Returning, dict[str, Any]]], last: bool = False,
+                         checks: Sequence[_Check] = ()) -> list[list[Any]]:
         """Each set of rows in one statement, in order, straight to the driver (SQLAlchemy's executemany spent
         about 0.5 ms a message preparing each row's parameters), then `reads`; returns their rows. On SQLite by
         executemany. On PostgreSQL in one pipeline, with what the transaction owes (its BEGIN, its lock) before
         them, the reads after them and, if `last`, its COMMIT (neither BEGIN nor COMMIT for a transaction sent whole
         in this one pipeline): one round trip for all, not one or two each (a decision's few inserts took seven,
-        and each decided message's state change one more)."""
+        and each decided message's state change one more). `checks` (expect_rows) go before the reads."""
         dialect, driver = conn.dialect, conn.connection.driver_connection
         owed = conn.info.pop(_OWED, [])
-        if last and owed and not sets and not reads:
+        if last and owed and not sets and not reads and not checks:
             return []  # a transaction that wrote nothing sends nothing
         if last and owed and owed[0] is _BEGIN:
             # A transaction sent whole in one pipeline (an input's intake) needs no BEGIN and COMMIT: the
@@ -827,9 +848,18 @@ class Store:
                     arrays = _columns_of(statement, names, values)
                     pipelined.append((_unnest_write(dialect, statement, names), [arrays]))
             if dialect.name != "postgresql":
-                return [_sqlite_rows(driver, *_sql(dialect, statement, params)) for statement, params in reads]
-            return _in_one_pipeline(driver, pipelined, [_sql(dialect, each, params) for each, params in reads], last)
+                for check, params, expected, error in checks:
+                    if len(_sqlite_rows(driver, *_sql(dialect, check, params))) != expected:
+                        raise error()
+                return [_sqlite_rows(driver, *_sql(dialect, read, params)) for read, params in reads]
+            found = _in_one_pipeline(driver, pipelined, [
+                *(_checked(*_sql(dialect, check, params), expected, n)
+                  for n, (check, params, expected, _) in enumerate(checks)),
+                *(_sql(dialect, read, params) for read, params in reads)], last)
+            return found[len(checks):]
         except dialect.loaded_dbapi.Error as exc:  # the same errors as any statement's (retry knows them)
+            if getattr(exc, "sqlstate", None) == _CHECK_FAILED:
+                raise checks[int(exc.diag.message_primary)][3]() from None
             tables = ", ".join(str(s.table) for s, _ in sets) or "no table"
             raise DBAPIError.instance(f"write held rows of {tables}; {len(reads)} reads", None, exc,
                                       dialect.loaded_dbapi.Error) from exc
@@ -931,6 +961,16 @@ class Store:
         return {row.id for row in moved}
 
     @staticmethod
+    def note_delivered(conn: Connection, ids: list[str], awaiting: dict[float, list[str]]) -> None:
+        """Messages `ids` are delivered: those still "delivering" move to "delivered" (one whose partner's receipt
+        came since its bytes landed keeps its state), and of those `awaiting` (due time: ids) await their receipts.
+        Sent as the write transaction's last statements, on PostgreSQL with its COMMIT (the moved ones read back
+        first cost a round trip): nothing may follow them in it."""
+        Store.read_together(conn, [
+            (_ADVANCE_ALL, {"_ids": ids, "_from": "delivering", "state": "delivered", "updated_at": time.time()}),
+            *((_AWAIT_DELIVERED, {"_ids": due_ids, "due_at": due}) for due, due_ids in awaiting.items())], last=True)
+
+    @staticmethod
     def add_event(conn: Connection, message: str, name: str, detail: str = "") -> None:
         """In a write transaction the events are inserted together when it ends (one statement, not one each)."""
         event = {"message": message, "at": time.time(), "event": name, "detail": detail}
@@ -1008,14 +1048,6 @@ class Store:
         ).first()
 
     # -- receipts awaited ----------------------------------------------------------------------------
-
-    @staticmethod
-    def await_receipts(conn: Connection, awaited: list[tuple[str, str, float]]) -> None:
-        """(message, partner, due_at): each message's receipt is due by then (an operator's replay of a message
-        parked for want of one ended the earlier wait: stop_awaiting)."""
-        if awaited:
-            Store.insert_rows(conn, _AWAIT, [{"message": m, "partner": p, "due_at": due, "resends": 0}
-                                             for m, p, due in awaited])
 
     @staticmethod
     def stop_awaiting(conn: Connection, message: str) -> None:

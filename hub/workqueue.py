@@ -199,14 +199,11 @@ class DbWorkQueue:
         """Done, in the same transaction as the work's effects, sent with its next statements; LeaseLost is raised
         before it commits if a lease ran out (the transaction, every item's effects with it, is undone: another
         worker may be running that item)."""
-        def all_still_leased(done: list[Any]) -> None:
-            if len(done) != len(items):
-                held = ", ".join(f"{i.id} ({i.kind})" for i in items)
-                raise LeaseLost(f"work item {held} is no longer leased by {items[0].owner}" if len(items) == 1 else
-                                f"work items {held} are no longer all leased by {items[0].owner}")
-
-        Store.check_before_commit(conn, _COMPLETE, {"_ids": [i.id for i in items], "_owner": items[0].owner},
-                                  all_still_leased)
+        held = ", ".join(f"{i.id} ({i.kind})" for i in items)
+        lost = (f"work item {held} is no longer leased by {items[0].owner}" if len(items) == 1 else
+                f"work items {held} are no longer all leased by {items[0].owner}")
+        Store.expect_rows(conn, _COMPLETE, {"_ids": [i.id for i in items], "_owner": items[0].owner}, len(items),
+                          lambda: LeaseLost(lost))
 
     def release(self, items: Sequence[WorkItem]) -> None:
         if items:
