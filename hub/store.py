@@ -409,10 +409,11 @@ def make_engine(url: str, connections: int = 5) -> Engine:
         # A worker never waits for a pooled connection. No ping before each checkout (a round trip, a quarter of
         # the end-to-end throughput here): after a server restart the first use of each stale connection fails,
         # SQLAlchemy discards the pool, and the step that met it is retried under the retry policy like any other
-        # passing failure.
-        return _writing_held_rows_first(
-            create_engine(url, pool_size=connections, max_overflow=connections, future=True)
-        )
+        # passing failure. The driver in autocommit mode on every connection: the store sends its transactions'
+        # BEGIN and COMMIT itself (_OWED); a connection switched to it and back at each checkout cost 40-60 µs of
+        # the client's CPU (measured), five or six times a message.
+        return _writing_held_rows_first(create_engine(
+            url, pool_size=connections, max_overflow=connections, future=True, isolation_level="AUTOCOMMIT"))
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     engine = _writing_held_rows_first(
@@ -536,9 +537,8 @@ def _in_one_pipeline(driver: Any, writes: list[tuple[str, Any]], reads: list[tup
         # psycopg's pipeline costs more client CPU than a plain statement (measured: 230 against 110 µs here), and
         # so does executemany, which makes a pipeline of its own.
         with driver.pipeline() if statements > 1 else nullcontext():
-            with driver.cursor() as cursor:
-                for query, params in writes:
-                    cursor.execute(query, params)
+            for query, params in writes:
+                driver.execute(query, params)
             for cursor, (query, params) in zip(cursors, reads, strict=True):
                 cursor.execute(query, params)
             if commit:
@@ -675,7 +675,9 @@ class Store:
         """The hub's tables, and `others` (a library's), if missing, under a lock: hub processes started together
         on a new database each found the tables missing, and all but one failed on creating them (PostgreSQL: a
         unique violation in its catalogue; SQLite: "database is locked", a read turned write after another's)."""
-        with self._writer, self.engine.connect().execution_options(**{_WRITE: True}) as conn, conn.begin():
+        # PostgreSQL: in a transaction of the driver's (its connections are in autocommit mode), holding the lock.
+        options = {_WRITE: True} if self.is_sqlite else {_WRITE: True, "isolation_level": "READ COMMITTED"}
+        with self._writer, self.engine.connect().execution_options(**options) as conn, conn.begin():
             if not self.is_sqlite:
                 conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": advisory_key("hub schema")})
             metadata.create_all(conn)
@@ -697,9 +699,9 @@ class Store:
         """A write transaction: committed when the block ends, rolled back if it raises. `serial=False` only
         where row locks alone keep writers apart (the work queue's claim); SQLite serialises every writer. A block
         may send the transaction's last statements itself (read_together's `last`); nothing may run after them."""
-        # PostgreSQL: the driver in autocommit mode, and the transaction's BEGIN and COMMIT sent by the hub (_OWED).
-        options = {_WRITE: True} if self.is_sqlite else {_WRITE: True, "isolation_level": "AUTOCOMMIT"}
-        with self._writer, self.engine.connect().execution_options(**options) as conn, conn.begin():
+        # PostgreSQL: the driver in autocommit mode (make_engine), and the transaction's BEGIN and COMMIT sent by the
+        # hub (_OWED).
+        with self._writer, self.engine.connect().execution_options(**{_WRITE: True}) as conn, conn.begin():
             if not self.is_sqlite:
                 conn.info[_OWED] = [_BEGIN, _SERIAL_WRITES] if serial else [_BEGIN]
             conn.info[_EVENTS], conn.info[_HELD] = [], {}
@@ -719,7 +721,7 @@ class Store:
             with self.begin(serial=False) as conn:
                 yield conn
         else:
-            with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            with self.engine.connect() as conn:  # in autocommit mode (make_engine)
                 yield conn
 
     @contextmanager
@@ -730,7 +732,7 @@ class Store:
             with self.engine.connect() as conn, conn.begin():
                 yield conn
         else:
-            with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            with self.engine.connect() as conn:  # in autocommit mode (make_engine)
                 yield conn
 
     def checkpoint(self) -> None:
@@ -770,7 +772,7 @@ class Store:
         process is vacuuming is skipped (SKIP_LOCKED)."""
         if self.is_sqlite or not rows:
             return []
-        with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        with self.engine.connect() as conn:  # in autocommit mode (make_engine), as VACUUM must be
             due = conn.execute(_NEEDS_VACUUM, {"tables": [t.name for t in metadata.sorted_tables], "rows": rows}).all()
             quote = conn.dialect.identifier_preparer.quote
             # ANALYZE's sample size set for it alone: the two statements are one implicit transaction.
