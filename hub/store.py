@@ -841,7 +841,8 @@ class Store:
                          checks: Sequence[_Check] = ()) -> list[list[Any]]:
         """Each set of rows in one statement, in order, straight to the driver (SQLAlchemy's executemany spent
         about 0.5 ms a message preparing each row's parameters), then `reads`; returns their rows. On SQLite by
-        executemany. On PostgreSQL in one pipeline, with what the transaction owes (its BEGIN, its lock) before
+        executemany. On PostgreSQL the inserts together as one statement and the state changes as another (_as_one),
+        in one pipeline, with what the transaction owes (its BEGIN, its lock) before
         them, the reads after them and, if `last`, its COMMIT (neither BEGIN nor COMMIT for a transaction sent whole
         in this one pipeline): one round trip for all, not one or two each (a decision's few inserts took seven,
         and each decided message's state change one more). `checks` (expect_rows) go before the reads."""
