@@ -57,7 +57,8 @@ def test_one_message_changed_again_and_again_in_a_transaction_ends_in_its_last_s
 
 def test_strings_of_any_characters_are_written_and_looked_up_as_they_were(store: Store) -> None:
     """On PostgreSQL the hub writes a statement's strings as the text of arrays, where quotes, backslashes,
-    braces, commas, spaces and NULL have meanings of their own: each string must come back as it went."""
+    braces, commas, spaces and NULL have meanings of their own: each string must come back as it went, and be
+    found by the same look-ups, one at a time as several together."""
     awkward = ['say "hi"', "C:\\in\\", "{a,b}", "NULL", "", "two\nlines", " spaced ", "它's", '\\"']
     with store.begin() as conn:
         ids = [store.add_message(conn, direction="in", partner="insurer", state="received", size=1, raw=b"x",
@@ -69,11 +70,17 @@ def test_strings_of_any_characters_are_written_and_looked_up_as_they_were(store:
                          answers=[])
         first_senders = [store.first_seen(conn, "insurer", name) for name in awkward]
         batch = store.batch_of(conn, ids, 1_000_000)
+    alone = []  # each looked up on its own: lists of one, which PostgreSQL is sent as `= value`
+    for message, name in zip(ids, awkward, strict=True):
+        with store.begin() as conn:
+            store.look_ahead(conn, [message], seen=[("insurer", name)], versions=[], conversations_=[], answers=[])
+            alone.append((store.first_seen(conn, "insurer", name), store.batch_of(conn, [message], 1)[message]))
     with store.read() as conn:
         details = [store.history(conn, message)[0].detail for message in ids]
     assert first_senders == ids, "looked up by the same strings"
     assert [batch[message].file_name for message in ids] == awkward
     assert details == awkward
+    assert alone == [(message, batch[message]) for message in ids], "the same alone as together"
 
 
 def test_a_failed_transaction_writes_none_of_its_held_state_changes(store: Store) -> None:
