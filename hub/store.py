@@ -245,10 +245,11 @@ _ONE_OF_EACH = "hub_one_of_each"  # compile among() as `= value` (see _sql)
 
 
 class among(ColumnElement[bool]):
-    """`column` is one of a list given when the statement runs (parameter `name`). On PostgreSQL `= ANY(array)`:
-    one statement text whatever the list's length, where an IN list's text (one per length) was expanded by
-    SQLAlchemy, parsed by psycopg and planned by the server at each run (measured on a PostgreSQL backlog: 170 of
-    the 1,900 µs a message the hub spent holding Python's lock); elsewhere an IN list."""
+    """`column` is one of a list given when the statement runs (parameter `name`). On PostgreSQL `= ANY(array)`
+    (a list of one: `= value`, see _sql): one statement text whatever the list's length, where an IN list's text
+    (one per length) was expanded by SQLAlchemy, parsed by psycopg and planned by the server at each run (measured
+    on a PostgreSQL backlog: 170 of the 1,900 µs a message the hub spent holding Python's lock); elsewhere an IN
+    list."""
 
     inherit_cache = True
     _is_implicitly_boolean = True  # a condition in itself (else SQLite's WHERE gets "= 1")
@@ -580,7 +581,7 @@ _Check = tuple[Returning, dict[str, Any], int, Callable[[], Exception]]  # Store
 
 def _sql(dialect: Any, statement: Returning, params: dict[str, Any]) -> tuple[str, Any]:
     """The statement's SQL for `dialect` with its lists expanded, and its parameters, for the driver (compiled
-    once per statement: compiling is most of what SQLAlchemy spends on a statement)."""
+    once per statement and names of its parameters: compiling is most of what SQLAlchemy spends on a statement)."""
     # PostgreSQL: a list (of ids or keys) is one array (`= ANY(...)`, cast in the statement), sent as its text. But
     # where every list holds one value (a batch of one message, the usual one below full load) the statement says
     # `= value`: the server plans that once and keeps the plan, where it planned the array's statement afresh at
