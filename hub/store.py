@@ -555,8 +555,9 @@ def _in_one_pipeline(driver: Any, writes: list[tuple[str, Any]], reads: list[tup
             cursor.close()
 
 
-_COMPILED: dict[tuple[Any, ...], Any] = {}  # by statement, dialect and parameters' names
-_EXPANDED: dict[tuple[Any, ...], tuple[str, dict[str, Any]]] = {}  # PostgreSQL's: its text and constants
+_COMPILED: dict[tuple[Any, Any], Any] = {}  # SQLite's, by statement and dialect
+# PostgreSQL's text and constants, by statement, dialect, form (see _sql) and the names of the parameters given
+_EXPANDED: dict[tuple[Any, ...], tuple[str, dict[str, Any]]] = {}
 
 
 @functools.cache
@@ -581,7 +582,7 @@ _Check = tuple[Returning, dict[str, Any], int, Callable[[], Exception]]  # Store
 
 def _sql(dialect: Any, statement: Returning, params: dict[str, Any]) -> tuple[str, Any]:
     """The statement's SQL for `dialect` with its lists expanded, and its parameters, for the driver (compiled
-    once per statement and names of its parameters: compiling is most of what SQLAlchemy spends on a statement)."""
+    once, not at each run: compiling is most of what SQLAlchemy spends on a statement)."""
     # PostgreSQL: a list (of ids or keys) is one array (`= ANY(...)`, cast in the statement), sent as its text. But
     # where every list holds one value (a batch of one message, the usual one below full load) the statement says
     # `= value`: the server plans that once and keeps the plan, where it planned the array's statement afresh at
@@ -591,15 +592,15 @@ def _sql(dialect: Any, statement: Returning, params: dict[str, Any]) -> tuple[st
     one_of_each = dialect.name == "postgresql" and bool(lists) and all(len(value) == 1 for value in lists)
     if one_of_each:
         params = {name: value[0] if isinstance(value, list) else value for name, value in params.items()}
-    key = (statement, dialect, one_of_each, *params)
     if dialect.positional:  # SQLite: its lists expanded at each run, one `?` a value
-        compiled = _COMPILED.get(key)
+        compiled = _COMPILED.get((statement, dialect))
         if compiled is None:
-            compiled = _COMPILED[key] = statement.compile(dialect=dialect)
+            compiled = _COMPILED[(statement, dialect)] = statement.compile(dialect=dialect)
         expanded = compiled.construct_expanded_state(params)
         return expanded.statement, expanded.positional_parameters
     # PostgreSQL: the text is the same at each run (a list is one array), and so are the values the statement holds
     # itself (an IN of constants), which SQLAlchemy expanded afresh at each run (30 µs a statement, now 5).
+    key = (statement, dialect, one_of_each, *params)
     found = _EXPANDED.get(key)
     if found is None:
         expanded = statement.compile(dialect=dialect, compile_kwargs={_ONE_OF_EACH: one_of_each}
@@ -867,10 +868,10 @@ class Store:
         """Each set of rows in one statement, in order, straight to the driver (SQLAlchemy's executemany spent
         about 0.5 ms a message preparing each row's parameters), then `reads`; returns their rows. On SQLite by
         executemany. On PostgreSQL the inserts together as one statement and the state changes as another (_as_one),
-        in one pipeline, with what the transaction owes (its BEGIN, its lock) before
-        them, the reads after them and, if `last`, its COMMIT (neither BEGIN nor COMMIT for a transaction sent whole
-        in this one pipeline): one round trip for all, not one or two each (a decision's few inserts took seven,
-        and each decided message's state change one more). `checks` (expect_rows) go before the reads."""
+        in one pipeline, with what the transaction owes (its BEGIN, its lock) before them, the reads after them and,
+        if `last`, its COMMIT (neither BEGIN nor COMMIT for a transaction sent whole in this one pipeline): one round
+        trip for all, not one or two each (a decision's few inserts took seven, and each decided message's state
+        change one more). `checks` (expect_rows) go before the reads."""
         dialect, driver = conn.dialect, conn.connection.driver_connection
         owed = conn.info.pop(_OWED, [])
         if last and owed and not sets and not reads and not checks:
