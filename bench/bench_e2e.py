@@ -13,7 +13,9 @@ platform → customs, signed the same way: CustomsRecordQuery), each fixture wit
 forwarded message and receipt are in the partners' out/ folders (every one is checked there, once); three backlogs
 in a row on the same hub, the median (single runs here were up to a quarter apart). *Latency*: messages dropped at a
 steady 100 per second (the target's rate), then 25 per second (which this hub keeps up with, so no queue builds);
-per message, from its rename into in/ to its forwarded copy's write into out/. The hub sees each input as it lands
+per message, from its rename into in/ to its forwarded copy's write into out/, noted with the hub's CPU a message
+meanwhile (at these rates most messages go through alone, with no batch to share their transactions), how busy the
+machine was and the slowest fsync on its disk (MachineWatch). The hub sees each input as it lands
 (inotify; it also lists the drop folders every 200 ms, its default), and the work queue keeps its default (a worker
 is woken at once by work its hub commits, the worker process's through a pipe, and looks every 50 ms for the rest:
 looking every 10 ms cost more CPU than it saved waiting, and every backend's p99 at 100/s was worse for it). The
@@ -38,6 +40,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -315,6 +318,51 @@ def steady_latencies(hub: RunningHub, mix: Mix, rate: float) -> list[float]:
     return sorted((done[i] - t) * 1000 for i, t in dropped.items())
 
 
+class MachineWatch:
+    """While a latency run lasts: how busy this machine's cores were, and the slowest fsync on the disk of var/ (a
+    probe writes and syncs a small file there every 50 ms). A commit waits for its fsync on PostgreSQL (and a publish
+    for the broker's on RabbitMQ): on this machine's virtual disk one in a while took 70-250 ms under load (none
+    over 15 ms idle), and every message on its way meanwhile waited as long. Both tell a slow run's cause."""
+
+    PROBE_EVERY_SECONDS = 0.05
+
+    def __init__(self, place: Path) -> None:
+        self.place = place
+        self.slowest_fsync_ms = 0.0
+        self.busy = 0.0
+        self._stop = threading.Event()
+        self._probe = threading.Thread(target=self._sync_often, name="fsync-probe", daemon=True)
+
+    def __enter__(self) -> MachineWatch:
+        self._cpu_before = _cpu_times()
+        self._probe.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._probe.join()
+        (total, idle), (total_before, idle_before) = _cpu_times(), self._cpu_before
+        self.busy = 1 - (idle - idle_before) / max(1, total - total_before)
+
+    def describe(self) -> str:
+        return f"machine {self.busy:.0%} busy; slowest fsync on var/'s disk meanwhile {self.slowest_fsync_ms:,.0f} ms"
+
+    def _sync_often(self) -> None:
+        with tempfile.NamedTemporaryFile(prefix="bench-fsync-", dir=self.place) as probe:
+            while not self._stop.wait(self.PROBE_EVERY_SECONDS):
+                probe.write(b"x" * 4096)
+                probe.flush()
+                start = time.perf_counter()
+                os.fdatasync(probe.fileno())
+                self.slowest_fsync_ms = max(self.slowest_fsync_ms, (time.perf_counter() - start) * 1000)
+
+
+def _cpu_times() -> tuple[int, int]:
+    """This machine's CPU time so far, in all and idle (with waiting for I/O), in clock ticks (/proc/stat)."""
+    fields = [int(n) for n in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return sum(fields), fields[3] + fields[4]
+
+
 def p99(found: list[float]) -> float:
     return found[max(0, int(len(found) * 0.99) - 1)]
 
@@ -361,7 +409,12 @@ def measure(backend: Backend, mix: Mix) -> list[Result]:
             (hub.exchange / partner / "out").mkdir(parents=True, exist_ok=True)
         runs = sorted(backlog_run(hub, mix) for _ in range(BACKLOG_RUNS))
         throughput, cpu = runs[len(runs) // 2]  # the median run, by throughput, with its CPU
-        latencies = {rate: steady_latencies(hub, mix, rate) for rate in (STEADY_RATE, SLOW_RATE)}
+        latencies = {}
+        for rate in (STEADY_RATE, SLOW_RATE):
+            cpu_before = hub.cpu_seconds()
+            with MachineWatch(VAR) as watch:
+                found = steady_latencies(hub, mix, rate)
+            latencies[rate] = found, (hub.cpu_seconds() - cpu_before) / len(found), watch
     share = throughput / floor
     results = [
         Result(f"{backend.name}: bare floor, just before (decode + encode + sign, one thread)", floor, "messages/s",
@@ -377,14 +430,14 @@ def measure(backend: Backend, mix: Mix) -> list[Result]:
                f"user + system time of the hub's processes over the median backlog; the floor spends "
                f"{1e6 / floor:,.0f} µs"),
     ]
-    for rate, found in latencies.items():
+    for rate, (found, steady_cpu, watch) in latencies.items():
         target = f" (target < {TARGET_P99_MS} ms)" if rate == STEADY_RATE else ""
         note = f"{verdict(p99(found) < TARGET_P99_MS)}; " if target else ""
         results += [
             Result(f"{backend.name}: latency p50 at {rate:.0f}/s", statistics.median(found), "ms",
-                   f"{len(found)} messages"),
+                   f"{len(found)} messages; hub CPU {steady_cpu * 1e6:,.0f} µs a message meanwhile"),
             Result(f"**{backend.name}: latency p99 at {rate:.0f}/s{target}**", p99(found), "ms",
-                   f"{note}max {found[-1]:,.0f} ms"),
+                   f"{note}max {found[-1]:,.0f} ms; {watch.describe()}"),
         ]
     return results
 
