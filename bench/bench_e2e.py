@@ -15,10 +15,10 @@ in a row on the same hub, the median (single runs here were up to a quarter apar
 steady 100 per second (the target's rate), then 25 per second (which this hub keeps up with, so no queue builds);
 per message, from its rename into in/ to its forwarded copy's write into out/, noted with the hub's CPU a message
 meanwhile (at these rates most messages go through alone, with no batch to share their transactions), how busy the
-machine was and the slowest fsync on its disk (MachineWatch). The hub sees each input as it lands
-(inotify; it also lists the drop folders every 200 ms, its default), and the work queue keeps its default (a worker
-is woken at once by work its hub commits, the worker process's through a pipe, and looks every 50 ms for the rest:
-looking every 10 ms cost more CPU than it saved waiting, and every backend's p99 at 100/s was worse for it). The
+machine was and the slowest fsync on its disk (MachineWatch). The hub sees each input as it lands (inotify; it also
+lists the drop folders every 200 ms, its default), and the work queue keeps its default (a worker is woken at once by
+work its hub commits, the worker process's through a pipe, and looks every 50 ms for the rest: looking every 10 ms
+cost more CPU than it saved waiting, and every backend's p99 at 100/s was worse for it). The
 store is on this machine's disk (var/); the partners' drop folders are in memory (/dev/shm, where there is one): on
 this disk, creating a file costs from 20 µs to over 700 µs of kernel time, depending on the directory and on what
 was deleted near it in the last minutes (ext4 without a journal steps over recently deleted inodes one by one), and
@@ -350,8 +350,7 @@ class MachineWatch:
     def _sync_often(self) -> None:
         with tempfile.NamedTemporaryFile(prefix="bench-fsync-", dir=self.place) as probe:
             while not self._stop.wait(self.PROBE_EVERY_SECONDS):
-                probe.write(b"x" * 4096)
-                probe.flush()
+                os.pwrite(probe.fileno(), b"x" * 4096, 0)  # the same block each time, as a log's preallocated file
                 start = time.perf_counter()
                 os.fdatasync(probe.fileno())
                 self.slowest_fsync_ms = max(self.slowest_fsync_ms, (time.perf_counter() - start) * 1000)
