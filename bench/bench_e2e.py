@@ -326,10 +326,10 @@ class MachineWatch:
 
     PROBE_EVERY_SECONDS = 0.05
 
-    def __init__(self, place: Path) -> None:
-        self.place = place
+    def __init__(self) -> None:
         self.slowest_fsync_ms = 0.0
         self.busy = 0.0
+        self._cpu_before = (0, 0)  # all and idle, when the run began
         self._stop = threading.Event()
         self._probe = threading.Thread(target=self._sync_often, name="fsync-probe", daemon=True)
 
@@ -348,7 +348,7 @@ class MachineWatch:
         return f"machine {self.busy:.0%} busy; slowest fsync on var/'s disk meanwhile {self.slowest_fsync_ms:,.0f} ms"
 
     def _sync_often(self) -> None:
-        with tempfile.NamedTemporaryFile(prefix="bench-fsync-", dir=self.place) as probe:
+        with tempfile.NamedTemporaryFile(prefix="bench-fsync-", dir=VAR) as probe:
             while not self._stop.wait(self.PROBE_EVERY_SECONDS):
                 os.pwrite(probe.fileno(), b"x" * 4096, 0)  # the same block each time, as a log's preallocated file
                 start = time.perf_counter()
@@ -411,7 +411,7 @@ def measure(backend: Backend, mix: Mix) -> list[Result]:
         latencies = {}
         for rate in (STEADY_RATE, SLOW_RATE):
             cpu_before = hub.cpu_seconds()
-            with MachineWatch(VAR) as watch:
+            with MachineWatch() as watch:
                 found = steady_latencies(hub, mix, rate)
             latencies[rate] = found, (hub.cpu_seconds() - cpu_before) / len(found), watch
     share = throughput / floor
