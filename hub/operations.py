@@ -22,7 +22,7 @@ from hub.config import HubConfig
 from hub.errors import DELIVERY_FAILED, HubError
 from hub.pipeline import AWAITING_SIGNATURE, DELIVERING, RECEIVED, RETRY_EVENT
 from hub.store import Store, messages, work
-from hub.workqueue import DbWorkQueue
+from hub.workqueue import DbWorkQueue, enqueue_ready
 
 REPLAYED = "replayed"
 RESENT = "resent"
@@ -115,7 +115,7 @@ class Operations:
                 more = "; `resend` delivers it again" if row.state in _DELIVERED else ""
                 return Outcome(hub_id, False, f"already {row.state}: nothing to do{more}")
             if not items:  # unfinished with no work: its step is scheduled again
-                DbWorkQueue.enqueue(conn, _STEP[row.direction], hub_id)
+                enqueue_ready(conn, _STEP[row.direction], hub_id)
                 items = [(_STEP[row.direction], "lost")]
             if row.state == "parked":  # the step only runs on a message in the state it starts from
                 conn.execute(update(messages).where(messages.c.id == hub_id)

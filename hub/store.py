@@ -239,6 +239,8 @@ _BEGIN = ("BEGIN", ())
 _ENDED = "hub_ended"  # the transaction's last statements are sent (on PostgreSQL its COMMIT): nothing more runs in it
 _CHECKS = "hub_checks"  # statements sent with the transaction's next ones, their rows counted (expect_rows)
 _AFTER_LAST = "the write transaction has ended (its last statements are sent)"
+_AT_COMMIT = "hub_at_commit"  # rows inserted with the transaction's last statements, whose ids are wanted after it
+_COMMITTED = "hub_committed"  # what runs once the transaction has committed
 
 
 _ONE_OF_EACH = "hub_one_of_each"  # compile among() as `= value` (see _sql)
@@ -504,6 +506,18 @@ def _unnest_write(dialect: Any, statement: Insert | Update, names: tuple[str, ..
             f"AS v({columns}, _n) ORDER BY _n")
 
 
+def _row_values(rows: list[dict[str, Any]]) -> tuple[tuple[str, ...], list[tuple[Any, ...]]]:
+    """Rows that each have the same columns: their names (an update's `_id` last) and each row's values."""
+    names = tuple(sorted(rows[0], key=lambda name: name == "_id"))
+    return names, list(map(itemgetter(*names), rows))  # tuples: every table has several columns
+
+
+def _inserting_ids(dialect: Any, statement: Insert, rows: list[dict[str, Any]]) -> tuple[str, list[Any]]:
+    """PostgreSQL: an insert of rows (as _unnest_write) that returns their ids."""
+    names, values = _row_values(rows)
+    return _unnest_write(dialect, statement, names) + " RETURNING id", _columns_of(statement, names, values)
+
+
 def _as_one(writes: list[tuple[str, list[Any]]]) -> tuple[str, list[Any]]:
     """PostgreSQL: writes (each its statement and parameters) as one statement, each but the last a WITH clause of
     it, and its parameters: the server runs them together, checking the foreign keys at the statement's end (so a
@@ -727,17 +741,20 @@ class Store:
         may send the transaction's last statements itself (read_together's `last`); nothing may run after them."""
         # PostgreSQL: the driver in autocommit mode (make_engine), and the transaction's BEGIN and COMMIT sent by the
         # hub (_OWED).
+        committed: list[Callable[[], None]] = []  # insert_at_commit's
         with self._writer, self.engine.connect().execution_options(**{_WRITE: True}) as conn, conn.begin():
             if not self.is_sqlite:
                 conn.info[_OWED] = [_BEGIN, _SERIAL_WRITES] if serial else [_BEGIN]
-            conn.info[_EVENTS], conn.info[_HELD] = [], {}
+            conn.info[_EVENTS], conn.info[_HELD], conn.info[_COMMITTED] = [], {}, committed
             try:
                 yield conn
                 if not conn.info.get(_ENDED):
                     Store.read_together(conn, [], last=True)
             finally:
-                for name in (_EVENTS, _HELD, _CHANGED, _KNOWN, _OWED, _ENDED, _CHECKS):
+                for name in (_EVENTS, _HELD, _CHANGED, _KNOWN, _OWED, _ENDED, _CHECKS, _AT_COMMIT, _COMMITTED):
                     conn.info.pop(name, None)
+        for then in committed:
+            then()
 
     @contextmanager
     def one_statement(self) -> Iterator[Connection]:
@@ -825,6 +842,7 @@ class Store:
         190 µs here); in a write transaction after what it owes first (its BEGIN and lock, its held inserts, its
         checks: expect_rows): on PostgreSQL all in one round trip, else one by one. Returns each one's rows. `last`:
         the transaction's last statements, the events it noted with them; on PostgreSQL its COMMIT goes with them."""
+        at_commit = conn.info.pop(_AT_COMMIT, []) if last else []
         if last:
             Store.insert_rows(conn, _INSERT_EVENT, conn.info.pop(_EVENTS, []))
             conn.info[_ENDED] = True
@@ -835,7 +853,11 @@ class Store:
             conn.info.pop(_CHANGED, None)
             sets = sorted(((statement, rows) for (statement, _columns), rows in held.items()),
                           key=lambda each: (isinstance(each[0], Update), each[0].table is not messages))
-        return Store._write_then_read(conn, sets, reads, last, conn.info.pop(_CHECKS, []))
+        found = Store._write_then_read(conn, sets, reads, last, conn.info.pop(_CHECKS, []),
+                                       [(statement, rows) for statement, rows, _then in at_commit])
+        for (_statement, _rows, then), ids in zip(at_commit, found[len(reads):], strict=True):
+            conn.info[_COMMITTED].append(functools.partial(then, [row.id for row in ids]))
+        return found[:len(reads)]
 
     @staticmethod
     def expect_rows(conn: Connection, statement: Returning, params: dict[str, Any], rows: int,
@@ -848,6 +870,18 @@ class Store:
         if conn.info.get(_ENDED):
             raise RuntimeError(_AFTER_LAST)
         conn.info.setdefault(_CHECKS, []).append((statement, params, rows, error))
+
+    @staticmethod
+    def insert_at_commit(conn: Connection, statement: Insert, rows: list[dict[str, Any]],
+                         then: Callable[[list[int]], None]) -> None:
+        """PostgreSQL, in a write transaction: rows that each have the same columns, inserted with its last
+        statements (no round trip of their own), and `then` given their ids once it has committed (never, if it
+        fails)."""
+        if conn.dialect.name != "postgresql":
+            raise NotImplementedError("insert_at_commit is PostgreSQL's: its rows' ids come back in its pipeline")
+        if conn.info.get(_ENDED):
+            raise RuntimeError(_AFTER_LAST)
+        conn.info.setdefault(_AT_COMMIT, []).append((statement, rows, then))
 
     @staticmethod
     def insert_rows(conn: Connection, statement: Insert, rows: list[dict[str, Any]]) -> None:
@@ -864,17 +898,19 @@ class Store:
     @staticmethod
     def _write_then_read(conn: Connection, sets: list[tuple[Insert | Update, list[dict[str, Any]]]],
                          reads: list[tuple[Returning, dict[str, Any]]], last: bool = False,
-                         checks: Sequence[_Check] = ()) -> list[list[Any]]:
+                         checks: Sequence[_Check] = (),
+                         returning_ids: Sequence[tuple[Insert, list[dict[str, Any]]]] = ()) -> list[list[Any]]:
         """Each set of rows in one statement, in order, straight to the driver (SQLAlchemy's executemany spent
         about 0.5 ms a message preparing each row's parameters), then `reads`; returns their rows. On SQLite by
         executemany. On PostgreSQL the inserts together as one statement and the state changes as another (_as_one),
         in one pipeline, with what the transaction owes (its BEGIN, its lock) before them, the reads after them and,
         if `last`, its COMMIT (neither BEGIN nor COMMIT for a transaction sent whole in this one pipeline): one round
         trip for all, not one or two each (a decision's few inserts took seven, and each decided message's state
-        change one more). `checks` (expect_rows) go before the reads."""
+        change one more). `checks` (expect_rows) go before the reads; `returning_ids` (PostgreSQL: insert_at_commit's
+        rows) after them, each set's ids returned as a read's rows."""
         dialect, driver = conn.dialect, conn.connection.driver_connection
         owed = conn.info.pop(_OWED, [])
-        if last and owed and not sets and not reads and not checks:
+        if last and owed and not sets and not reads and not checks and not returning_ids:
             return []  # a transaction that wrote nothing sends nothing
         if last and owed and owed[0] is _BEGIN:
             # A transaction sent whole in one pipeline (an input's intake) needs no BEGIN and COMMIT: the
@@ -884,8 +920,7 @@ class Store:
         try:
             writes: dict[bool, list[tuple[str, list[Any]]]] = {False: [], True: []}  # inserts, updates
             for statement, rows in sets:
-                names = tuple(sorted(rows[0], key=lambda name: name == "_id"))  # an update's last
-                values = list(map(itemgetter(*names), rows))  # tuples: every table has several columns
+                names, values = _row_values(rows)
                 if dialect.name != "postgresql":
                     driver.executemany(_write_text(dialect, statement, names), values)  # type: ignore[union-attr]
                 else:
@@ -901,7 +936,8 @@ class Store:
             found = _in_one_pipeline(driver, pipelined, [
                 *(_checked(*_sql(dialect, check, params), expected, n)
                   for n, (check, params, expected, _) in enumerate(checks)),
-                *(_sql(dialect, read, params) for read, params in reads)], last)
+                *(_sql(dialect, read, params) for read, params in reads),
+                *(_inserting_ids(dialect, statement, rows) for statement, rows in returning_ids)], last)
             return found[len(checks):]
         except dialect.loaded_dbapi.Error as exc:  # the same errors as any statement's (retry knows them)
             if getattr(exc, "sqlstate", None) == _CHECK_FAILED:

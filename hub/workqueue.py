@@ -82,7 +82,20 @@ class WorkQueue(Protocol):
 
 
 # Statements built once; the hot path passes only parameters.
-_ENQUEUE = insert(work)
+ENQUEUE = insert(work)
+
+
+def work_rows(kind: str, messages: Sequence[str], state: str, delay: float = 0.0) -> list[dict[str, Any]]:
+    """New work rows: step `kind` for each message, due `delay` seconds from now."""
+    now = time.time()
+    return [{"kind": kind, "message": message, "state": state, "attempts": 0, "available_at": now + delay,
+             "created_at": now} for message in messages]
+
+
+def enqueue_ready(conn: Connection, kind: str, *messages: str, delay: float = 0.0) -> None:
+    """Steps ready for whichever queue carries the work (its workers claim them, or its relay publishes them), in
+    the caller's transaction."""
+    Store.insert_rows(conn, ENQUEUE, work_rows(kind, messages, "ready", delay))
 
 
 def _due(rows: Any) -> Any:
@@ -158,11 +171,8 @@ class DbWorkQueue:
         self._arrived = Event()
         self._next_reap = 0.0
 
-    @staticmethod
-    def enqueue(conn: Connection, kind: str, *messages: str, delay: float = 0.0) -> None:
-        now = time.time()
-        Store.insert_rows(conn, _ENQUEUE, [{"kind": kind, "message": message, "state": "ready", "attempts": 0,
-                                            "available_at": now + delay, "created_at": now} for message in messages])
+    def enqueue(self, conn: Connection, kind: str, *messages: str, delay: float = 0.0) -> None:
+        enqueue_ready(conn, kind, *messages, delay=delay)
 
     def notify(self) -> None:
         self._arrived.set()

@@ -12,7 +12,7 @@ from sqlalchemy import delete, inspect, literal_column, select, text, update
 from sqlalchemy.exc import DBAPIError
 
 from hub.store import Store, new_id, work
-from hub.workqueue import DbWorkQueue, LeaseLost
+from hub.workqueue import ENQUEUE, DbWorkQueue, LeaseLost, enqueue_ready, work_rows
 from tests.conftest import wait_for
 
 
@@ -114,7 +114,7 @@ def _churned_work(store: Store, steps: int) -> None:
     """`steps` work rows inserted, then deleted (as steps are done), and the server's statistics showing it."""
     message = _received(store)
     with store.begin() as conn:
-        DbWorkQueue.enqueue(conn, "process", *[message] * steps)
+        enqueue_ready(conn, "process", *[message] * steps)
     with store.begin() as conn:
         conn.execute(delete(work))
     wait_for(lambda: _vacuum_stats(store)["work"][0] >= steps, what="the dead rows in the server's statistics")
@@ -267,6 +267,32 @@ def test_a_transaction_whose_last_statement_fails_leaves_none_of_its_earlier_one
         store.add_event(conn, "no-such-message", "received")  # the events' insert breaks its foreign key
     with store.read() as conn:
         assert store.get_message(conn, new) is None
+
+
+@pytest.mark.parametrize("store_url", ["postgresql"], indirect=True)
+def test_postgresql_rows_inserted_at_commit_are_told_by_id_once_it_has_committed_and_never_if_it_fails(
+        store: Store) -> None:
+    """insert_at_commit's rows go with the transaction's last statements, and their ids reach the caller once it has
+    committed (the RabbitMQ relay publishes them then); a transaction that fails, in the server or before it ends,
+    inserts none of them and tells nothing."""
+    message, told = _received(store), list[list[int]]()
+    with store.begin(serial=False) as conn:
+        Store.insert_at_commit(conn, ENQUEUE, work_rows("process", [message, message], "queued"), told.append)
+        store.add_event(conn, message, "noted")
+        assert told == []
+    with store.read() as conn:
+        assert sorted(told[0]) == sorted(conn.execute(select(work.c.id)).scalars())
+    assert len(told) == 1 and len(told[0]) == 2
+
+    with pytest.raises(DBAPIError), store.begin(serial=False) as conn:
+        Store.insert_at_commit(conn, ENQUEUE, work_rows("process", [message], "queued"), told.append)
+        Store.insert_at_commit(conn, ENQUEUE, work_rows("process", ["no-such-message"], "queued"), told.append)
+    with pytest.raises(RuntimeError), store.begin() as conn:
+        Store.insert_at_commit(conn, ENQUEUE, work_rows("process", [message], "queued"), told.append)
+        raise RuntimeError("the decision failed")
+    assert len(told) == 1
+    with store.read() as conn:
+        assert len(conn.execute(select(work.c.id)).all()) == 2
 
 
 @pytest.mark.parametrize("store_url", ["postgresql"], indirect=True)
