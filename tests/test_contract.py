@@ -29,7 +29,7 @@ from hub import pipeline
 from hub.app import Hub
 from hub.config import DEFAULT_CONFIG, HubConfig, load_config
 from hub.operations import Operations
-from hub.rabbitqueue import ConfirmedPublisher, QueueConsumer, RabbitWorkQueue
+from hub.rabbitqueue import ConfirmedPublisher, QueueConsumer, RabbitWorkQueue, item_ids
 from hub.store import Store, metadata, work
 from hub.workqueue import WorkItem
 from tests import test_bad_input, test_operations, test_underwriting_flow
@@ -331,34 +331,28 @@ def test_rabbitmq_parks_work_its_workers_never_acknowledge_and_replay_brings_it_
         with store.begin() as conn:
             hub_id = store.add_message(conn, direction="in", partner="insurer", state="received", size=1, raw=b"x")
             queue.enqueue(conn, "process", hub_id)
-        stop = Event()
-        loops = [Thread(target=loop, args=(stop,), daemon=True) for _name, loop in queue.loops()]
-        for thread in loops:
-            thread.start()
         operations = Operations(config, store)
         try:
-            taken = 0
-            while not operations.parked():
-                consumer = QueueConsumer(queue.topology, config.queue.url, queue.topology.work, 1)
-                if consumer.next(1.0):
-                    taken += 1
-                consumer.close()  # the worker dies: no ack
-                assert taken <= 3, "RabbitMQ should have given up after the delivery limit"
-            [item] = wait_for(operations.parked, what="the work parked in the store")
-            assert taken == 3
-            assert item["hub_id"] == hub_id and item["step"] == "process"
-            assert "RabbitMQ gave up on work item" in item["error"] and "delivery_limit" in item["error"]
-            assert item["error"].startswith("RETRIES_EXHAUSTED")
-            with store.read() as conn:
-                assert store.get_message(conn, hub_id).state == "parked"
+            with _looping(queue):
+                taken = 0
+                while not operations.parked():
+                    consumer = QueueConsumer(queue.topology, config.queue.url, queue.topology.work, 1)
+                    if consumer.next(1.0):
+                        taken += 1
+                    consumer.close()  # the worker dies: no ack
+                    assert taken <= 3, "RabbitMQ should have given up after the delivery limit"
+                [item] = wait_for(operations.parked, what="the work parked in the store")
+                assert taken == 3
+                assert item["hub_id"] == hub_id and item["step"] == "process"
+                assert "RabbitMQ gave up on work item" in item["error"] and "delivery_limit" in item["error"]
+                assert item["error"].startswith("RETRIES_EXHAUSTED")
+                with store.read() as conn:
+                    assert store.get_message(conn, hub_id).state == "parked"
 
-            assert [o.said for o in operations.replay(hub_id)] == ["replayed: parked process runs now"]
-            assert operations.parked() == []
-            wait_for(lambda: _work_states(store) == ["queued"], what="the replayed work published again")
+                assert [o.said for o in operations.replay(hub_id)] == ["replayed: parked process runs now"]
+                assert operations.parked() == []
+                wait_for(lambda: _work_states(store) == ["queued"], what="the replayed work published again")
         finally:
-            stop.set()
-            for thread in loops:
-                thread.join(timeout=10)
             store.close()
 
 
@@ -386,6 +380,70 @@ def test_rabbitmq_relay_marks_nothing_queued_that_the_broker_refused(tmp_path: P
             assert sorted(item.message for item in claimed) == sorted(ids)
         finally:
             subprocess.run(["rabbitmqctl", "clear_policy", policy], capture_output=True)
+
+
+def test_rabbitmq_work_the_hub_enqueues_is_stored_queued_and_published_when_it_commits(tmp_path: Path) -> None:
+    """While the hub's relay is connected, the work its own process enqueues (an input's process step) is stored
+    "queued" by the transaction that takes the input and published once that has committed: the relay writes
+    nothing of its own (each row is as that transaction wrote it, the same xmin as its input's) before a worker
+    gets it."""
+    with _rabbitmq_queue(tmp_path) as (queue, _conn), _looping(queue):
+        consumer = QueueConsumer(queue.topology, queue.url, queue.topology.work, 64)
+        carried: list[int] = []
+
+        def published(count: int) -> None:
+            wait_for(lambda: carried.extend(i for d in consumer.next(0.5, 64) for i in item_ids(d)) or
+                     len(carried) >= count, what=f"{count} work items published")
+
+        _received_inputs(queue, 1)  # stored ready or queued, as the relay is connected by then or not
+        published(1)
+        ids = _received_inputs(queue, 3)
+        published(4)
+        consumer.close()
+        with queue.store.read() as db:
+            rows = db.execute(text("SELECT work.id, work.state, work.xmin = messages.xmin AS untouched FROM work "
+                                   "JOIN messages ON messages.id = work.message WHERE messages.id = ANY(:ids)"),
+                              {"ids": ids}).all()
+        assert len(carried) == 4 and sorted(row.id for row in rows) == sorted(carried[1:])
+        assert [(row.state, row.untouched) for row in rows] == [("queued", True)] * 3
+
+
+def test_rabbitmq_work_stored_queued_but_never_published_is_published_when_a_relay_starts(tmp_path: Path) -> None:
+    """A hub that dies between committing its work (stored queued for its relay) and publishing it leaves rows that
+    no message carries: the next relay to start publishes them again at once, not after requeue_after_seconds."""
+    with backend_environ("rabbitmq") as env:
+        config = load_config(DEFAULT_CONFIG, environ=hub_environ(tmp_path, **env))
+        store = Store(config.store.url)
+        store.create_schema()
+        died = RabbitWorkQueue(store, config)
+        died._relaying = True  # its relay was connected, and the hub died before it published what it was handed
+        try:
+            ids = _received_inputs(died, 2)
+            assert _work_states(store) == ["queued"] * 2
+            restarted = RabbitWorkQueue(store, config)
+            claimed: list[WorkItem] = []
+            with _looping(restarted):
+                wait_for(lambda: claimed.extend(restarted.claim("worker-1", 10)) or len(claimed) >= 2, timeout=20,
+                         what="the work published by the restarted hub's relay")
+            assert sorted(item.message for item in claimed) == sorted(ids)
+            assert config.queue.requeue_after_seconds >= 60, "a sweep of queued rows would not explain it"
+        finally:
+            store.close()
+
+
+@contextmanager
+def _looping(queue: RabbitWorkQueue) -> Iterator[None]:
+    """The queue's background loops (relay, parking) running, as in a hub process."""
+    stop = Event()
+    loops = [Thread(target=loop, args=(stop,), daemon=True) for _name, loop in queue.loops()]
+    for thread in loops:
+        thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        for thread in loops:
+            thread.join(timeout=10)
 
 
 @contextmanager
