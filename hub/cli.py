@@ -4,6 +4,7 @@ card unblock [--signer NAME] CERT_NO, parked, replay ID | --all-parked, resend I
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import os
@@ -125,6 +126,11 @@ def run(config_path: Path | None, workers: int | None = None, processes: int | N
     if worker_of is None and config.queue.processes > 1:
         helpers = WorkerProcesses(config.queue.processes, config_path, config.queue.workers)
     hub = Hub(config, helpers)
+    # What the hub built to start (its schemas, models, mappers, config) lives as long as the process: out of the
+    # collector's sight, a full collection no longer walks it. It did so about every 20 s under load, for 76-113 ms
+    # in each process (measured at 100 messages/s), while every message in flight waited: the p99 at that rate.
+    # Frozen, the same collection took under 1 ms.
+    gc.freeze()
 
     def _stop(signum: int, _frame: FrameType | None) -> None:
         log.info("signal %d: stopping", signum)
