@@ -12,24 +12,24 @@ platform → customs, signed the same way: CustomsRecordQuery), each fixture wit
 *Throughput*: a backlog of messages dropped at once; messages per second from the first drop until the last forwarded
 message and receipt are in the partners' out/ folders (every one is checked there, once); three backlogs in a row on the
 same hub, the median (single runs here were up to a quarter apart), after a first one that warms the hub up and is shown
-but not counted (the first ran at 340-470/s where the next ones ran at 440-750/s, on every backend: a fresh hub on a
-fresh store, its tables and files growing from nothing; a hub that runs for months is past that). *Latency*: messages
-dropped at a steady 100 per second (the target's rate), then 25 per second (which this hub keeps up with, so no queue
-builds); per message, from its rename into in/ to its forwarded copy's write into out/, noted with the hub's CPU a
-message meanwhile (at these rates most messages go through alone, with no batch to share their transactions), how busy
-the machine was and the slowest fsync on its disk (MachineWatch). The hub sees each input as it lands (inotify; it also
-lists the drop folders every 200 ms, its default), and the work queue keeps its default (a worker is woken at once by
-work its hub commits, the worker process's through a pipe, and looks every 50 ms for the rest: looking every 10 ms cost
-more CPU than it saved waiting, and every backend's p99 at 100/s was worse for it). The store is on this machine's disk
-(var/); the partners' drop folders are in memory (/dev/shm, where there is one): on this disk, creating a file costs
-from 20 µs to over 700 µs of kernel time, depending on the directory and on what was deleted near it in the last minutes
-(ext4 without a journal steps over recently deleted inodes one by one), and each message creates three files (the
-partner's drop, the forwarded copy, the receipt). On var/ the figures measured that, not the hub; the cost on both is
-measured and shown with each run. *Bare floor*: the same decode (parse + XSD/schema validation + models), encode (map +
-validate) and sign of the same messages in a plain loop in one thread, no store, no files, measured again just before
-each backend (this machine's speed changes from minute to minute: the floor moved from 1,405/s to 678/s within one
-morning); the hub's share is its throughput / that floor. On a shared 2-core machine that also runs the partners' side
-(and other people's work: the load average is noted).
+but not counted (on 2026-11-23 the first ran at 270-550/s where the next ones ran at 440-800/s, on every backend: a
+fresh hub on a fresh store, its tables and files growing from nothing; a hub that runs for months is past that).
+*Latency*: messages dropped at a steady 100 per second (the target's rate), then 25 per second (which this hub keeps up
+with, so no queue builds); per message, from its rename into in/ to its forwarded copy's write into out/, noted with the
+hub's CPU a message meanwhile (at these rates most messages go through alone, with no batch to share their
+transactions), how busy the machine was and the slowest fsync on its disk (MachineWatch). The hub sees each input as it
+lands (inotify; it also lists the drop folders every 200 ms, its default), and the work queue keeps its default (a
+worker is woken at once by work its hub commits, the worker process's through a pipe, and looks every 50 ms for the
+rest: looking every 10 ms cost more CPU than it saved waiting, and every backend's p99 at 100/s was worse for it). The
+store is on this machine's disk (var/); the partners' drop folders are in memory (/dev/shm, where there is one): on this
+disk, creating a file costs from 20 µs to over 700 µs of kernel time, depending on the directory and on what was deleted
+near it in the last minutes (ext4 without a journal steps over recently deleted inodes one by one), and each message
+creates three files (the partner's drop, the forwarded copy, the receipt). On var/ the figures measured that, not the
+hub; the cost on both is measured and shown with each run. *Bare floor*: the same decode (parse + XSD/schema validation
++ models), encode (map + validate) and sign of the same messages in a plain loop in one thread, no store, no files,
+measured again just before each backend (this machine's speed changes from minute to minute: the floor moved from
+1,405/s to 678/s within one morning); the hub's share is its throughput / that floor. On a shared 2-core machine that
+also runs the partners' side (and other people's work: the load average is noted).
 """
 
 from __future__ import annotations
