@@ -354,7 +354,7 @@ class RabbitWorkQueue(DbWorkQueue):
         with self.store.begin(serial=False) as conn:
             return reap(conn) + conn.execute(_REQUEUE, {"_before": before}).rowcount
 
-    def publish_handed(self, publisher: ConfirmedPublisher) -> int:
+    def _publish_handed(self, publisher: ConfirmedPublisher) -> int:
         """Publish the rows handed to the relay (stored queued) to work, confirmed; if the broker fails them, they
         stay handed, for the next call. Returns how many."""
         ids = [self._handed.popleft() for _ in range(len(self._handed))]
@@ -371,7 +371,9 @@ class RabbitWorkQueue(DbWorkQueue):
     def _relay_loop(self, stop: Event) -> None:
         conn: Connection | None = None
         backoff = self.poll_seconds
-        started = time.time()  # rows queued and due before: perhaps never published (see the module's docstring)
+        # Rows queued and due before this relay started may never have been published (the module's docstring): the
+        # first reap makes them ready; later ones keep to requeue_after_seconds.
+        unpublished_before: float | None = time.time()
         next_reap = next_look = 0.0
         look_first = False  # not at start, nor after a full batch
         while not stop.is_set():
@@ -381,16 +383,19 @@ class RabbitWorkQueue(DbWorkQueue):
                     conn = self.topology.connect(self.url)
                     publisher = ConfirmedPublisher(conn)
                     self._relaying = True
-                self.publish_handed(publisher)
+                self._publish_handed(publisher)
                 if time.monotonic() >= next_reap:
-                    self.reap(started if not next_reap else None)
+                    self.reap(unpublished_before)
+                    unpublished_before = None
                     next_reap = time.monotonic() + REAP_EVERY_SECONDS
                 if time.monotonic() >= next_look:
                     look_first = self.relay(publisher, look_first) < RELAY_BATCH
                     next_look = time.monotonic() + self.poll_seconds * look_first
                 backoff = self.poll_seconds
-            except Exception as exc:  # broker or store away: nothing is marked queued that was not confirmed
-                self._relaying = False  # what is enqueued meanwhile is stored ready
+            except Exception as exc:
+                # Broker or store away: the relay's own marks are undone unless confirmed, what was handed stays
+                # handed, and what is enqueued meanwhile is stored ready.
+                self._relaying = False
                 log.warning("relay: %s: %s; trying again in %.1f s", type(exc).__name__, exc, backoff)
                 _close(conn)
                 conn = None
@@ -401,7 +406,7 @@ class RabbitWorkQueue(DbWorkQueue):
         self._relaying = False
         if conn is not None:  # what was handed last, if the broker takes it (else the next start publishes it)
             with contextlib.suppress(Exception):
-                self.publish_handed(publisher)
+                self._publish_handed(publisher)
         _close(conn)
 
     # -- parking: what the broker gave up on ---------------------------------------------------------
