@@ -184,8 +184,10 @@ def _software_signer(where: str, config: SoftwareSignerConfig) -> Signer:
 
 
 class Hub:
-    def __init__(self, config: HubConfig, worker_processes: WorkerProcesses | None = None) -> None:
-        """`worker_processes`: started with the hub, woken by its work, stopped with it (hub/processes.py)."""
+    def __init__(self, config: HubConfig, worker_processes: WorkerProcesses | None = None,
+                 first_worker: int = 0) -> None:
+        """`worker_processes`: started with the hub, woken by its work, stopped with it (hub/processes.py).
+        `first_worker`: in a worker process, the place of its first worker among the hub's (RabbitMQ ranks them)."""
         self.config = config
         self.worker_processes = worker_processes
         self.registry = SchemaRegistry(ALL_SCHEMAS)
@@ -205,7 +207,7 @@ class Hub:
         if config.queue.kind == "rabbitmq":
             from hub.rabbitqueue import RabbitWorkQueue  # kombu is only loaded where RabbitMQ is used
 
-            self.queue = RabbitWorkQueue(self.store, config)
+            self.queue = RabbitWorkQueue(self.store, config, first_worker)
         else:
             self.queue = DbWorkQueue(self.store, config.queue.lease_seconds, config.queue.poll_seconds,
                                      worker_processes.wake if worker_processes else lambda: None)

@@ -34,6 +34,7 @@ def _parser() -> argparse.ArgumentParser:
                      help="processes running workers: 1, this one; more, that many worker processes "
                           "(default: queue.processes)")
     run.add_argument("--worker-of", type=int, metavar="PID", help=argparse.SUPPRESS)  # hub/processes.py
+    run.add_argument("--first-worker", type=int, default=0, help=argparse.SUPPRESS)  # hub/processes.py
     commands.add_parser("demo", help="play the whole underwriting conversation through a hub in a temporary folder")
     schemas = commands.add_parser("schemas", help="write the platform JSON Schemas and the XML schemas to DIR")
     schemas.add_argument("dir", type=Path)
@@ -94,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
                 return run_job(config, args.name, args.json, args.wait)
             return list_jobs(config, args.json)
         return run(args.config, getattr(args, "workers", None), getattr(args, "processes", None),
-                   getattr(args, "worker_of", None))
+                   getattr(args, "worker_of", None), getattr(args, "first_worker", 0))
     except (ConfigError, SchemaLoadError) as exc:
         print(f"hub: {exc}", file=sys.stderr)
         return EXIT_BAD_CONFIG
@@ -107,9 +108,9 @@ def _positive(text: str) -> int:
 
 
 def run(config_path: Path | None, workers: int | None = None, processes: int | None = None,
-        worker_of: int | None = None) -> int:
+        worker_of: int | None = None, first_worker: int = 0) -> int:
     """The hub, and its worker processes; or one of those, `worker_of` the hub process of that pid, which it
-    does not outlive (hub/processes.py)."""
+    does not outlive, its first worker `first_worker` of that hub's (hub/processes.py)."""
     from hub.app import Hub
     from hub.processes import WorkerProcesses, serve_as_worker_process
 
@@ -125,7 +126,7 @@ def run(config_path: Path | None, workers: int | None = None, processes: int | N
     helpers = None
     if worker_of is None and config.queue.processes > 1:
         helpers = WorkerProcesses(config.queue.processes, config_path, config.queue.workers)
-    hub = Hub(config, helpers)
+    hub = Hub(config, helpers, first_worker)
     # What the hub built to start (its schemas, models, mappers, config) lives as long as the process: out of the
     # collector's sight, a full collection no longer walks it. It did so about every 20 s under load, for 76-113 ms
     # in each process (measured at 100 messages/s), while every message in flight waited: a latency run's slowest.

@@ -44,6 +44,7 @@ class WorkerProcesses:
         self.command = [sys.executable, str(RUN_HUB), *(["--config", str(config_path)] if config_path else []),
                         "--log-level", logging.getLevelName(logging.getLogger().level),
                         "run", "--workers", str(workers), "--worker-of", str(os.getpid())]
+        self.workers = workers
         self.processes: list[subprocess.Popen[bytes] | None] = [None] * count
         self.due = [0.0] * count  # when each may be started (again)
         self.deaths = [0] * count  # how often each has died
@@ -64,7 +65,9 @@ class WorkerProcesses:
                 self.processes[n], self.due[n] = None, now + RESTART_AFTER_SECONDS
                 self.deaths[n] += 1
             elif now >= self.due[n]:
-                started = subprocess.Popen(self.command, stdin=subprocess.PIPE)
+                # Its workers' places in the hub, after those of the processes before it (RabbitMQ ranks them).
+                started = subprocess.Popen([*self.command, "--first-worker", str(n * self.workers)],
+                                           stdin=subprocess.PIPE)
                 assert started.stdin is not None
                 os.set_blocking(started.stdin.fileno(), False)  # a wake-up never holds up the hub
                 self.processes[n] = started

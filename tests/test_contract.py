@@ -8,6 +8,7 @@ import itertools
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 import time
@@ -34,7 +35,7 @@ from hub.store import Store, metadata, work
 from hub.workqueue import WorkItem
 from tests import test_bad_input, test_operations, test_underwriting_flow
 from tests.conftest import BACKENDS, REPO, Exchange, backend_environ, hub_environ, wait_for
-from tests.test_hub_process import HubProcess, _pending_policy, drop_pending_policies
+from tests.test_hub_process import HubProcess, _pending_policy, drop_pending_policies, worker_pids
 from tests.test_idempotency import APPLICATION, PENDING, PENDING_ID, _xml
 from tests.test_operations import bring_back, parked, take_down
 
@@ -498,6 +499,85 @@ def test_rabbitmq_carries_work_items_sixteen_to_a_message_acked_with_the_last_on
             queue.done(item)
         queue._drop_consumer()  # the worker dies with one item open
         assert _messages_ready(conn, queue.topology.work) == 1, "only the message with the open item comes back"
+
+
+def test_rabbitmq_gives_work_to_the_first_worker_and_the_next_only_what_overflows_its_prefetch(
+        tmp_path: Path) -> None:
+    """Two workers' consumers, the first of its hub and the second (two processes' queues, as a hub and its worker
+    processes have), each with room for 2 messages: work goes to the first while it has room, and only what it has
+    no room for to the second. Taken in turn, as the broker does by default, the first two would have been one
+    each."""
+    with backend_environ("rabbitmq") as env:
+        config = load_config(DEFAULT_CONFIG, environ=hub_environ(tmp_path, **env, HUB_QUEUE__PREFETCH="32"))
+        store = Store(config.store.url)
+        store.create_schema()
+        first, second = RabbitWorkQueue(store, config), RabbitWorkQueue(store, config, first_worker=1)
+        conn = first.topology.connect(config.queue.url)
+        try:
+            _first_then_overflow(first, second, conn)
+        finally:
+            for queue in (first, second):
+                queue._drop_consumer()
+            conn.release()
+            store.close()
+
+
+def _first_then_overflow(first: RabbitWorkQueue, second: RabbitWorkQueue, conn: Connection) -> None:
+    assert first.claim("worker-1", 64) == second.claim("worker-2", 64) == []  # both consuming
+    publisher = ConfirmedPublisher(conn)
+
+    def publish(ids: list[str]) -> None:
+        with first.store.read() as db:
+            rows = db.execute(select(work.c.id).where(work.c.message.in_(ids)).order_by(work.c.id)).scalars()
+        for row in rows:  # one message each
+            publisher.publish([row], first.topology.work)
+        publisher.confirm()
+
+    def claimed(queue: RabbitWorkQueue, owner: str, count: int) -> list[WorkItem]:
+        got: list[WorkItem] = []
+        wait_for(lambda: got.extend(queue.claim(owner, 64)) or len(got) >= count, 10, f"{count} claimed")
+        return got
+
+    early = _received_inputs(first, 2)
+    publish(early)
+    held = claimed(first, "worker-1", 2)
+    assert sorted(item.message for item in held) == sorted(early)
+    assert second.claim("worker-2", 64) == [], "the second worker got work the first had room for"
+    late = _received_inputs(first, 1)
+    publish(late)  # the first holds 2 messages unacked: no room
+    assert [item.message for item in claimed(second, "worker-2", 1)] == late
+    for item in held:
+        first.done(item)
+    again = _received_inputs(first, 1)
+    publish(again)
+    assert [item.message for item in claimed(first, "worker-1", 1)] == again
+
+
+def test_rabbitmq_a_trickle_of_inputs_is_worked_by_the_first_worker_process_alone(tmp_path: Path) -> None:
+    """A hub's worker processes rank their consumers by their place in it: inputs that come one at a time all go to
+    the first worker process (its room is never full), which decides them a few at a time instead of each worker
+    deciding every other one alone."""
+    count = 4
+    exchange = Exchange(tmp_path / "exchange")
+    with backend_environ("rabbitmq") as env:
+        process = HubProcess(tmp_path, **env, HUB_QUEUE__PROCESSES="2", HUB_QUEUE__WORKERS="1")
+        process.start()
+        try:
+            # A worker consumes from its first claim on: both are, before the first input comes.
+            with Connection(env["HUB_QUEUE__URL"]) as broker:
+                wait_for(lambda: broker.default_channel.queue_declare(
+                    f"{env['HUB_QUEUE__NAME_PREFIX']}.work", passive=True).consumer_count == 2, 20,
+                    "both worker processes consuming")
+            for n in range(count):
+                exchange.drop("insurer", f"insurer-pending-policy-{n:04d}.xml", _pending_policy(n)[1])
+                exchange.wait_files("insurer", "out", n + 1, "Receipt_*", timeout=30)
+        finally:
+            process.stop()
+    log = process.log.read_text()
+    first = re.search(r"worker process 1 started \(pid (\d+)\)", log)
+    assert first is not None and len(worker_pids(log)) == 2
+    deciders = re.findall(r"\[worker process (\d+)\] hub.pipeline: accepted PendingPolicy", log)
+    assert deciders == [first.group(1)] * count
 
 
 def _messages_ready(conn: Connection, name: str) -> int:
