@@ -555,8 +555,7 @@ def _first_then_overflow(first: RabbitWorkQueue, second: RabbitWorkQueue, conn: 
 
 def test_rabbitmq_a_trickle_of_inputs_is_worked_by_the_first_worker_process_alone(tmp_path: Path) -> None:
     """A hub's worker processes rank their consumers by their place in it: inputs that come one at a time all go to
-    the first worker process (its room is never full), which decides them a few at a time instead of each worker
-    deciding every other one alone."""
+    the first worker process (its room is never full). Handed out in turn, they would alternate between the two."""
     count = 4
     exchange = Exchange(tmp_path / "exchange")
     with backend_environ("rabbitmq") as env:
