@@ -20,7 +20,8 @@ hub's CPU a message meanwhile (at these rates most messages go through alone, wi
 transactions), how busy the machine was and the slowest fsync on its disk (MachineWatch). The hub sees each input as it
 lands (inotify; it also lists the drop folders every 200 ms, its default), and the work queue keeps its default (a
 worker is woken at once by work its hub commits, the worker process's through a pipe, and looks every 50 ms for the
-rest: looking every 10 ms cost more CPU than it saved waiting, and every backend's p99 at 100/s was worse for it). The
+rest: looking every 10 ms cost more CPU than it saved waiting, and every backend's p99 at 100/s was worse for it; on
+RabbitMQ the broker delivers the work, to the first worker while it has room). The
 store is on this machine's disk (var/); the partners' drop folders are in memory (/dev/shm, where there is one): on this
 disk, creating a file costs from 20 µs to over 700 µs of kernel time, depending on the directory and on what was deleted
 near it in the last minutes (ext4 without a journal steps over recently deleted inodes one by one), and each message
