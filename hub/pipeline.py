@@ -233,8 +233,10 @@ class Pipeline:
         if not taken:
             return
         # A fresh poll's hub ids are new: nothing to check, so no need to wait for the decisions' lock (on
-        # PostgreSQL a batch's decisions hold it for tens of milliseconds). Recovery checks, then writes.
-        with self.store.begin(serial=recovered) as conn:
+        # PostgreSQL a batch's decisions hold it for tens of milliseconds). Recovery checks, then writes. Not
+        # durable: each input stays in intake/ until it is settled, after its decision's durable commit, and one
+        # a server crash forgot is found there and taken in again (Hub._recover).
+        with self.store.begin(serial=recovered, durable=False) as conn:
             if recovered:
                 stored = self.store.stored(conn, [each.hub_id for each, _raw in taken])
                 taken = [(each, raw) for each, raw in taken if each.hub_id not in stored]
@@ -431,8 +433,8 @@ class Pipeline:
                             exc)
                 unsettled.append(row.id)
         # Not serialised with other processes' decisions: nothing here checks before it writes but the deliveries'
-        # conditional updates.
-        with self.store.begin(serial=False) as conn:
+        # conditional updates. Not durable: what a server crash makes it forget, the items run again (above).
+        with self.store.begin(serial=False, durable=False) as conn:
             self.queue.complete(conn, *items)
             for out, _exc in failed:
                 self.queue.enqueue(conn, "deliver", out.id)

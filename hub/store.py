@@ -388,6 +388,9 @@ def advisory_key(name: str) -> int:
 # COMMITTED alone two copies of one message both passed the seen-check. The queue's claims skip it (row locks).
 _WRITES_KEY = advisory_key("hub writes")
 _SERIAL_WRITES = (f"SELECT pg_advisory_xact_lock({_WRITES_KEY})", ())
+# PostgreSQL: a transaction begun with durable=False commits without waiting for its WAL flush (set_config(..., true)
+# lasts to the end of the transaction, explicit or a pipeline's implicit one).
+_NOT_DURABLE = ("SELECT set_config('synchronous_commit', 'off', true)", ())
 # A batch of decisions whose every check and write concerns its own keys alone (a message id from its sender, a
 # conversation) takes the lock shared instead, then its keys' own locks, in one order (no deadlock between two
 # such batches): other processes decide batches of other keys meanwhile, where each waited for the other's
@@ -735,16 +738,21 @@ class Store:
             self._writer.close()
 
     @contextmanager
-    def begin(self, serial: bool = True) -> Iterator[Connection]:
+    def begin(self, serial: bool = True, durable: bool = True) -> Iterator[Connection]:
         """A write transaction: committed when the block ends, rolled back if it raises. `serial=False` only
         where row locks alone keep writers apart (the work queue's claim); SQLite serialises every writer. A block
-        may send the transaction's last statements itself (read_together's `last`); nothing may run after them."""
+        may send the transaction's last statements itself (read_together's `last`); nothing may run after them.
+        `durable=False` (PostgreSQL; SQLite's commits never wait for the disk, see make_engine): the commit does not
+        wait for its write-ahead log to reach the disk, so a server crash may forget it. Only for what is made good
+        without it: what the transaction records is still kept elsewhere (an input in intake/) or done again (a step
+        whose item comes back), and the next durable commit, which any effect outside the store waits for, flushes
+        it with its own."""
         # PostgreSQL: the driver in autocommit mode (make_engine), and the transaction's BEGIN and COMMIT sent by the
         # hub (_OWED).
         committed: list[Callable[[], None]] = []  # insert_at_commit's
         with self._writer, self.engine.connect().execution_options(**{_WRITE: True}) as conn, conn.begin():
             if not self.is_sqlite:
-                conn.info[_OWED] = [_BEGIN, _SERIAL_WRITES] if serial else [_BEGIN]
+                conn.info[_OWED] = [_BEGIN, *([] if durable else [_NOT_DURABLE]), *([_SERIAL_WRITES] if serial else [])]
             conn.info[_EVENTS], conn.info[_HELD], conn.info[_COMMITTED] = [], {}, committed
             try:
                 yield conn

@@ -116,10 +116,10 @@ LEASED = {"state": "leased", "lease_owner": bindparam("owner"), "lease_until": b
 _LEASE = update(work).where(_IDS).values(LEASED)
 # PostgreSQL: a claim's commit (and the RabbitMQ relay's queue marks') need not wait for its WAL flush: a server
 # crash may forget one, and then the row is simply claimed or published again (a worker still running it loses at
-# complete(), whose commit is durable; the worker that claims a row twice drops the second delivery). A statement
-# says so in what it returns: set_config(..., true) lasts to the end of the statement's own transaction, and is
-# evaluated only when a row is claimed (a claim that finds nothing writes nothing to flush). Measured here on a
-# one-row UPDATE: 0.38 -> 0.22 ms, and the kernel's work for one fsync saved.
+# complete(), which finds the row no longer leased to it; the worker that claims a row twice drops the second
+# delivery). A statement says so in what it returns: set_config(..., true) lasts to the end of the statement's own
+# transaction, and is evaluated only when a row is claimed (a claim that finds nothing writes nothing to flush).
+# Measured here on a one-row UPDATE: 0.38 -> 0.22 ms, and the kernel's work for one fsync saved.
 ASYNC_COMMIT_RETURNED = func.set_config("synchronous_commit", "off", True).label("async_commit")
 _picked = work.alias("picked")
 

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from sqlalchemy import delete, inspect, literal_column, select, text, update
+from sqlalchemy import delete, func, inspect, literal_column, select, text, update
 from sqlalchemy.exc import DBAPIError
 
 from hub.store import Store, new_id, work
@@ -293,6 +293,36 @@ def test_postgresql_rows_inserted_at_commit_are_told_by_id_once_it_has_committed
     assert len(told) == 1
     with store.read() as conn:
         assert len(conn.execute(select(work.c.id)).all()) == 2
+
+
+@pytest.mark.parametrize("store_url", ["postgresql"], indirect=True)
+def test_postgresql_a_transaction_begun_not_durable_commits_without_waiting_for_the_disk_and_the_next_one_waits(
+        store: Store) -> None:
+    """An intake's transaction and a batch's follow-through commit without waiting for their write-ahead log to reach
+    the disk (a server crash that forgets them is made good: the input is still in intake/, the items run again).
+    That holds for the transaction alone, whether it goes to the server whole in one pipeline (no BEGIN) or statement
+    by statement, and the connection's next transaction, from the same pool, waits for the disk again."""
+    setting = select(func.current_setting("synchronous_commit"), func.pg_backend_pid())
+
+    def inside(durable: bool, whole: bool) -> tuple[str, int]:
+        message = new_id()
+        with store.begin(serial=False, durable=durable) as conn:
+            store.add_inputs(conn, [{"id": message, "direction": "in", "partner": "insurer", "state": "received",
+                                     "file_name": f"{message}.xml", "size": 4, "raw": b"<x/>"}], ["a test"])
+            if not whole:  # a statement of its own first: BEGIN goes with it, the rest after it
+                conn.execute(select(func.count()).select_from(work)).scalar()
+            found = Store.read_together(conn, [(setting, {})], last=True)[0][0]
+        with store.read() as conn:
+            assert store.get_message(conn, message) is not None, "committed"
+        return found[0], found[1]
+
+    setting_of, backend = inside(durable=False, whole=True)
+    assert setting_of == "off"
+    assert inside(durable=True, whole=True) == ("on", backend), "the same connection, waiting for the disk again"
+    assert inside(durable=False, whole=False) == ("off", backend)
+    assert inside(durable=True, whole=False) == ("on", backend)
+    with store.read() as conn:
+        assert conn.execute(setting).one() == ("on", backend)
 
 
 @pytest.mark.parametrize("store_url", ["postgresql"], indirect=True)
