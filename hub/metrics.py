@@ -17,8 +17,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 
-from hub.pipeline import RECEIPT_TIMEOUT_EVENT, RETRY_EVENT
-from hub.store import Store, events, job_runs, messages, retired_totals, work
+from hub.store import RECEIPT_TIMEOUT_EVENT, RETRY_EVENT, Store, job_runs, messages, retired_totals, work
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -64,9 +63,9 @@ class HubCollector(Collector):
             ("hub_receipt_timeouts", RECEIPT_TIMEOUT_EVENT, "receipt_timeouts",
              "Delivered messages whose receipt did not come in time"),
         ):
-            counted = conn.execute(select(func.count()).select_from(events).where(events.c.event == event)).scalar()
             counter = CounterMetricFamily(name, doc)
-            counter.add_metric([], (counted or 0) + sum(getattr(r, column) for r in retired.values()))
+            retired_count = sum(getattr(r, column) for r in retired.values())
+            counter.add_metric([], self.store.count_events(conn, event) + retired_count)
             yield counter
 
     def _queue(self, conn: Any) -> Iterator[Metric]:

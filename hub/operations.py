@@ -20,8 +20,8 @@ from sqlalchemy import Connection, or_, select, update
 from hub.channels.folder import FolderChannel
 from hub.config import HubConfig
 from hub.errors import DELIVERY_FAILED, HubError
-from hub.pipeline import AWAITING_SIGNATURE, DELIVERING, RECEIVED, RETRY_EVENT
-from hub.store import Store, messages, work
+from hub.pipeline import AWAITING_SIGNATURE, DELIVERING, RECEIVED
+from hub.store import RETRY_EVENT, Store, messages, work
 from hub.workqueue import DbWorkQueue, enqueue_ready
 
 REPLAYED = "replayed"

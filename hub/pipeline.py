@@ -80,7 +80,7 @@ from hub.signing import (
     sign_document,
     verify_document,
 )
-from hub.store import Store, messages
+from hub.store import RECEIPT_TIMEOUT_EVENT, RETRY_EVENT, Store, messages
 from hub.workqueue import LeaseLost, WorkItem, WorkQueue
 
 log = logging.getLogger("hub.pipeline")
@@ -95,9 +95,6 @@ AWAITING_SIGNATURE = "awaiting-signature"
 DELIVERING = "delivering"  # staged at the partner's channel; the store says so before it is shown to the partner
 _UNDELIVERED = ("pending", DELIVERING)
 _UNDECIDED = (RECEIVED, AWAITING_SIGNATURE)
-# History events counted by /metrics (hub/metrics.py): kept by name, so they are named once, here.
-RETRY_EVENT = "retry"  # a failed attempt that will be tried again
-RECEIPT_TIMEOUT_EVENT = "receipt-timeout"  # a receipt that did not come in time (a resend follows, or parking)
 _NEVER_ANSWERED = ("Receipt", "DxpRep")  # answering an answer is the way to an endless echo
 
 

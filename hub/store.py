@@ -108,6 +108,14 @@ events = Table(
     Column("detail", Text, nullable=False, default=""),
     Index("ix_events_message", "message"),
 )
+# History events that /metrics counts, named once, here. Both are rare among the events every message adds (a failed
+# attempt, a receipt that did not come), and the history is kept for retention's 90 days: each has a partial index,
+# and its count (count_events) reads that index alone, not the whole history, at every scrape.
+RETRY_EVENT = "retry"  # a failed attempt that will be tried again
+RECEIPT_TIMEOUT_EVENT = "receipt-timeout"  # a receipt that did not come in time (a resend follows, or parking)
+for _counted in (RETRY_EVENT, RECEIPT_TIMEOUT_EVENT):
+    Index(f"ix_events_{_counted.replace('-', '_')}", events.c.event, postgresql_where=events.c.event == _counted,
+          sqlite_where=events.c.event == _counted)
 
 conversations = Table(
     "conversations",
@@ -724,6 +732,9 @@ class Store:
             if not self.is_sqlite:
                 conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": advisory_key("hub schema")})
             metadata.create_all(conn)
+            for table in metadata.sorted_tables:  # indexes added since a store's tables were made
+                for index in table.indexes:
+                    index.create(conn, checkfirst=True)
             for name in _RETIRED_INDEXES:
                 conn.execute(text(f"DROP INDEX IF EXISTS {name}"))
             if not self.is_sqlite:
@@ -1099,6 +1110,15 @@ class Store:
     @staticmethod
     def history(conn: Connection, message: str) -> list[Any]:
         return list(conn.execute(select(events).where(events.c.message == message).order_by(events.c.id)))
+
+    @staticmethod
+    def count_events(conn: Connection, event: str) -> int:
+        """How many history events of a counted kind (RETRY_EVENT, RECEIPT_TIMEOUT_EVENT) are stored, read from
+        its partial index. The name is written into the statement, as it is in the index's condition: psycopg
+        prepares a statement after its fifth run, and PostgreSQL's generic plan for it, made for any value of a
+        parameter, could not use the index."""
+        return conn.execute(select(func.count()).select_from(events).where(
+            events.c.event == bindparam("event", event, literal_execute=True))).scalar() or 0
 
     # -- idempotent consumer -------------------------------------------------------------------------
 

@@ -6,12 +6,13 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import delete, func, inspect, literal_column, select, text, update
+from sqlalchemy import delete, event, func, inspect, literal_column, select, text, update
 from sqlalchemy.exc import DBAPIError
 
-from hub.store import Store, new_id, work
+from hub.store import RECEIPT_TIMEOUT_EVENT, RETRY_EVENT, Store, new_id, work
 from hub.workqueue import ENQUEUE, DbWorkQueue, LeaseLost, enqueue_ready, work_rows
 from tests.conftest import wait_for
 
@@ -293,6 +294,50 @@ def test_postgresql_rows_inserted_at_commit_are_told_by_id_once_it_has_committed
     assert len(told) == 1
     with store.read() as conn:
         assert len(conn.execute(select(work.c.id)).all()) == 2
+
+
+def test_retries_and_receipt_timeouts_are_counted_from_their_own_index_which_an_older_store_gets_at_start(
+        store: Store) -> None:
+    """/metrics counts retries and receipt timeouts at every scrape, among the history events that every message adds
+    and retention keeps for 90 days: each count reads its own partial index, never the whole history (the plan is
+    the server's, for the statement as it ran; PostgreSQL told to avoid a whole-table scan where it can, since on a
+    few rows that is cheapest, and on PostgreSQL the generic plan of a statement psycopg has prepared, which cannot
+    count on a parameter's value). A store made before these indexes existed gets them when a hub next starts on it."""
+    message = _received(store)
+    with store.begin() as conn:
+        for name in ["accepted", "delivered", "settled"] * 20 + [RETRY_EVENT] * 3 + [RECEIPT_TIMEOUT_EVENT]:
+            store.add_event(conn, message, name)
+    ran: list[tuple[str, Any]] = []
+
+    def note(_conn: object, _cursor: object, sql: str, params: Any, *_: object) -> None:
+        ran.append((sql, params))
+
+    event.listen(store.engine, "before_cursor_execute", note)
+    with store.read() as conn:
+        counted = {name: store.count_events(conn, name) for name in (RETRY_EVENT, RECEIPT_TIMEOUT_EVENT)}
+        event.remove(store.engine, "before_cursor_execute", note)
+        plans = []
+        for sql, params in ran:
+            if store.is_sqlite:
+                plan = conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}", params).all()
+            else:  # as psycopg prepares a statement after its fifth run: a generic plan, for any parameters' values
+                names, numbered = list(params or {}), sql
+                for n, name in enumerate(names, 1):
+                    numbered = numbered.replace(f"%({name})s", f"${n}")
+                conn.exec_driver_sql("SET plan_cache_mode = force_generic_plan; SET enable_seqscan = off")
+                conn.exec_driver_sql(f"PREPARE counted AS {numbered}")
+                values = ", ".join(f"'{params[name]}'" for name in names)
+                plan = conn.exec_driver_sql(f"EXPLAIN EXECUTE counted{f'({values})' if values else ''}").all()
+                conn.exec_driver_sql("DEALLOCATE counted; RESET plan_cache_mode; RESET enable_seqscan")
+            plans.append(" ".join(str(row[-1]) for row in plan))
+    assert counted == {RETRY_EVENT: 3, RECEIPT_TIMEOUT_EVENT: 1}
+    assert len(plans) == 2
+    assert "ix_events_retry" in plans[0] and "ix_events_receipt_timeout" in plans[1], plans
+
+    with store.begin() as conn:
+        conn.execute(text("DROP INDEX ix_events_retry"))
+    store.create_schema()
+    assert "ix_events_retry" in {index["name"] for index in inspect(store.engine).get_indexes("events")}
 
 
 @pytest.mark.parametrize("store_url", ["postgresql"], indirect=True)

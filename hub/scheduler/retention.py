@@ -28,8 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Column, Connection, Select, and_, delete, exists, insert, or_, select, update
 
-from hub.pipeline import RECEIPT_TIMEOUT_EVENT, RETRY_EVENT
-from hub.store import Store, events, messages, metadata, retired_totals
+from hub.store import RECEIPT_TIMEOUT_EVENT, RETRY_EVENT, Store, events, messages, metadata, retired_totals
 
 if TYPE_CHECKING:
     from hub.app import Hub
