@@ -232,7 +232,8 @@ class Pipeline:
         # A fresh poll's hub ids are new: nothing to check, so no need to wait for the decisions' lock (on
         # PostgreSQL a batch's decisions hold it for tens of milliseconds). Recovery checks, then writes. Not
         # durable: each input stays in intake/ until it is settled, after its decision's durable commit, and one
-        # a server crash forgot is found there and taken in again (Hub._recover).
+        # a server crash forgot is found there and taken in again (Hub._recover); a risk feed's entry stays in its
+        # feed, whose cursor passes only delivered entries, and the next sync takes it in again.
         with self.store.begin(serial=recovered, durable=False) as conn:
             if recovered:
                 stored = self.store.stored(conn, [each.hub_id for each, _raw in taken])
