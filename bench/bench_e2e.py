@@ -17,7 +17,11 @@ fresh hub on a fresh store, its tables and files growing from nothing; a hub tha
 *Latency*: messages dropped at a steady 100 per second (the target's rate), then 25 per second (which this hub keeps up
 with, so no queue builds); per message, from its rename into in/ to its forwarded copy's write into out/, noted with the
 hub's CPU a message meanwhile (at these rates most messages go through alone, with no batch to share their
-transactions), how busy the machine was and the slowest fsync on its disk (MachineWatch). The hub sees each input as it
+transactions), how busy the machine was and the slowest fsync on its disk (MachineWatch). A flush that stalls holds
+up every message on its way: PostgreSQL's commits wait through it, and on RabbitMQ the broker's confirms too (traced
+on 2026-11-24: both waited 110 ms at once). On this VM's disk, under any steady flushing (the hub's, or a plain loop
+of fdatasync at 200-800 a second), stalls of 40-150 ms came a few times a minute, against none over 20 ms in 30 s of
+the probe alone: read a run's p99 beside its slowest fsync. The hub sees each input as it
 lands (inotify; it also lists the drop folders every 200 ms, its default), and the work queue keeps its default (a
 worker is woken at once by work its hub commits, the worker process's through a pipe, and looks every 50 ms for the
 rest: looking every 10 ms cost more CPU than it saved waiting, and every backend's p99 at 100/s was worse for it; on
