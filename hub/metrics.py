@@ -17,7 +17,16 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 
-from hub.store import RECEIPT_TIMEOUT_EVENT, RETRY_EVENT, Store, job_runs, messages, retired_totals, work
+from hub.store import (
+    RECEIPT_TIMEOUT_EVENT,
+    RETRY_EVENT,
+    Store,
+    job_runs,
+    messages,
+    retired_job_runs,
+    retired_totals,
+    work,
+)
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -95,6 +104,10 @@ class HubCollector(Collector):
         finished: dict[str, dict[str, int]] = {}
         for job, state, n in self.store.count_by(conn, job_runs.c.job, job_runs.c.state):
             finished.setdefault(job, {})[state] = n
+        for row in conn.execute(select(retired_job_runs)):  # removed by retention, still counted
+            states = finished.setdefault(row.job, {})
+            states["ok"] = states.get("ok", 0) + row.runs - row.failures
+            states["failed"] = states.get("failed", 0) + row.failures
         for job, states in sorted(finished.items()):
             runs.add_metric([job], states.get("ok", 0) + states.get("failed", 0))
             failures.add_metric([job], states.get("failed", 0))

@@ -217,6 +217,15 @@ retired_totals = Table(
     Column("retries", Integer, nullable=False, default=0),
     Column("receipt_timeouts", Integer, nullable=False, default=0),
 )
+# Finished runs of each job that retention removed (hub/scheduler/retention.py), so /metrics' counters of runs and
+# failures never go down.
+retired_job_runs = Table(
+    "retired_job_runs",
+    metadata,
+    Column("job", String(60), primary_key=True),
+    Column("runs", Integer, nullable=False, default=0),
+    Column("failures", Integer, nullable=False, default=0),
+)
 
 
 # How far a scheduled job has got (the risk feed's position, the last period compiled), moved in the same

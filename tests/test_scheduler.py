@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 
 from hub.app import Hub
 from hub.config import DEFAULT_CONFIG, HubConfig, load_config
+from hub.metrics import HubCollector
 from hub.scheduler import jobs as registry
 from hub.scheduler.retention import retire
 from hub.scheduler.runs import job_store
@@ -290,6 +291,49 @@ def test_retention_archives_and_removes_settled_steps_only_and_parked_ones_stay(
     assert len(_archived(archive)) == 10
     with hub.store.read() as conn:
         assert sum(r.messages for r in conn.execute(select(retired_totals))) == 10
+
+
+def _job_metrics(store: Store) -> dict[tuple[str, str], float]:
+    """/metrics' figures for scheduled jobs: (sample, job) -> value."""
+    return {(sample.name, sample.labels["job"]): sample.value
+            for family in HubCollector(store, dict, lambda: "follower").collect() if family.name.startswith("hub_job")
+            for sample in family.samples}
+
+
+def test_retention_removes_old_job_runs_but_keeps_each_job_s_last_run_last_success_and_counts(
+        store_url: str, tmp_path: Path) -> None:
+    """A job that runs every minute adds half a million runs a year, which `jobs`, /status and /metrics read whole.
+    Runs that finished before retention's cutoff leave; each job's last finished run and last success stay
+    (what `jobs` and /status show), and /metrics' counters of runs and failures do not move."""
+    store = Store(store_url)
+    store.create_schema()
+    now = datetime.now(UTC)
+    old, recent = (now - timedelta(days=100)).timestamp(), now.timestamp() - 60
+
+    def run(job: str, state: str, at: float) -> dict[str, Any]:
+        return {"job": job, "trigger": "schedule", "state": state, "requested_at": at, "started_at": at,
+                "finished_at": at if state in ("ok", "failed") else None, "result": f"{job} {state} at {at}"}
+
+    feed = [run("sync_risk_feed", state, old + n) for n, state in enumerate(["ok", "ok", "ok", "failed", "failed"])]
+    retention = [run("retention", "ok", old + n) for n in range(3)] + [run("retention", "ok", recent)]
+    unfinished = [run("statistics", "running", old), run("statistics", "requested", old)]
+    with store.begin() as conn:
+        for row in [*feed, *retention, *unfinished]:  # one at a time: ids in this order
+            conn.execute(insert(job_runs).values(row))
+    before = _job_metrics(store)
+
+    said = retire(store, tmp_path / "archive", now, timedelta(days=90))
+    assert said.startswith("nothing settled before")
+    assert said.endswith("; 6 job run(s) that finished before then removed")
+    with store.read() as conn:
+        left = [row.result for row in conn.execute(select(job_runs.c.result).order_by(job_runs.c.id))]
+    assert left == [feed[2]["result"], feed[4]["result"], retention[3]["result"],
+                    unfinished[0]["result"], unfinished[1]["result"]], "the last success and last run of each"
+    assert _job_metrics(store) == before
+    assert before[("hub_job_runs_total", "sync_risk_feed")] == 5
+    assert before[("hub_job_failures_total", "sync_risk_feed")] == 2
+    assert retire(store, tmp_path / "archive", now, timedelta(days=90)).startswith("nothing settled before")
+    assert _job_metrics(store) == before
 
 
 def test_the_retention_job_uses_the_configured_policy(tmp_path: Path, start_hub: Callable[[HubConfig], Hub]) -> None:

@@ -12,6 +12,9 @@ with every column (its bytes as base64) and its whole history, written and synce
 one with `zgrep MESSAGE_ID var/archive/*.jsonl.gz`. A crash between the two writes it again next run (the
 same line twice). The message's dedupe key goes with it: after the retention period a copy of it is new.
 Counts of what left are added to `retired_totals`, so the counters /metrics reports never go down.
+
+Job runs that finished before the same cutoff leave too (not archived: their results are one line each), but each
+job's last run and last success stay; their counts are added to `retired_job_runs`.
 """
 
 from __future__ import annotations
@@ -26,9 +29,20 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Column, Connection, Select, and_, delete, exists, insert, or_, select, update
+from sqlalchemy import Column, Connection, Select, Table, and_, delete, exists, func, insert, or_, select, union, update
 
-from hub.store import RECEIPT_TIMEOUT_EVENT, RETRY_EVENT, Store, events, messages, metadata, retired_totals
+from hub.scheduler.runs import FAILED, OK
+from hub.store import (
+    RECEIPT_TIMEOUT_EVENT,
+    RETRY_EVENT,
+    Store,
+    events,
+    job_runs,
+    messages,
+    metadata,
+    retired_job_runs,
+    retired_totals,
+)
 
 if TYPE_CHECKING:
     from hub.app import Hub
@@ -76,10 +90,12 @@ def retire(store: Store, archive_dir: Path, now: datetime, keep: timedelta) -> s
             conn.execute(delete(messages).where(messages.c.answers.in_(roots)))
             conn.execute(delete(messages).where(messages.c.id.in_(roots)))
         retired += len(ids)
+    with store.begin() as conn:
+        runs = retire_job_runs(conn, cutoff)
     kept = f"settled before {datetime.fromtimestamp(cutoff, UTC):%Y-%m-%d %H:%M} UTC"
-    if not retired:
-        return f"nothing {kept} to archive"
-    return f"{retired} message(s) {kept} archived to {archive} and removed from the store"
+    said = (f"{retired} message(s) {kept} archived to {archive} and removed from the store" if retired
+            else f"nothing {kept} to archive")
+    return f"{said}; {runs} job run(s) that finished before then removed" if runs else said
 
 
 def retirable(cutoff: float) -> Select[Any]:
@@ -136,12 +152,32 @@ def _count(conn: Connection, rows: Sequence[Any], history: Sequence[Any]) -> Non
         elif e.event == RECEIPT_TIMEOUT_EVENT:
             counts[where[e.message]]["receipt_timeouts"] += 1
     for (direction, partner), n in counts.items():
-        key = (retired_totals.c.direction == direction) & (retired_totals.c.partner == partner)
-        found = conn.execute(select(retired_totals).where(key)).first()
-        if found is None:
-            conn.execute(insert(retired_totals).values(direction=direction, partner=partner, messages=n["messages"],
-                                                       retries=n["retries"], receipt_timeouts=n["receipt_timeouts"]))
-        else:
-            conn.execute(update(retired_totals).where(key).values(
-                messages=found.messages + n["messages"], retries=found.retries + n["retries"],
-                receipt_timeouts=found.receipt_timeouts + n["receipt_timeouts"]))
+        _add_to(conn, retired_totals, {"direction": direction, "partner": partner},
+                {name: n[name] for name in ("messages", "retries", "receipt_timeouts")})
+
+
+def retire_job_runs(conn: Connection, cutoff: float) -> int:
+    """Remove the job runs that finished before `cutoff`, and add them to `retired_job_runs`; how many. Each job's
+    last finished run and last successful one stay, whenever they finished: `jobs`, /status and /metrics show them."""
+    finished = job_runs.c.state.in_((OK, FAILED))
+    kept = union(select(func.max(job_runs.c.id)).where(finished).group_by(job_runs.c.job),
+                 select(func.max(job_runs.c.id)).where(job_runs.c.state == OK).group_by(job_runs.c.job))
+    old = and_(finished, job_runs.c.finished_at < cutoff, job_runs.c.id.not_in(kept))
+    counts: dict[str, Counter[str]] = {}
+    for job, state, n in conn.execute(select(job_runs.c.job, job_runs.c.state, func.count()).where(old)
+                                      .group_by(job_runs.c.job, job_runs.c.state)):
+        counts.setdefault(job, Counter())["runs"] += n
+        counts[job]["failures"] += n if state == FAILED else 0
+    for job, n in counts.items():
+        _add_to(conn, retired_job_runs, {"job": job}, {"runs": n["runs"], "failures": n["failures"]})
+    return int(conn.execute(delete(job_runs).where(old)).rowcount) if counts else 0
+
+
+def _add_to(conn: Connection, table: Table, key: dict[str, str], counts: dict[str, int]) -> None:
+    """Add `counts` to the row of `table` at `key`, made if there is none."""
+    where = and_(*(table.c[name] == value for name, value in key.items()))
+    found = conn.execute(select(table).where(where)).first()
+    if found is None:
+        conn.execute(insert(table).values(**key, **counts))
+    else:
+        conn.execute(update(table).where(where).values({name: getattr(found, name) + n for name, n in counts.items()}))
