@@ -8,6 +8,7 @@ what retention has removed from it (`retired_totals`), so a counter never goes d
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
@@ -22,7 +23,6 @@ from hub.store import (
     RETRY_EVENT,
     Store,
     job_runs,
-    messages,
     retired_job_runs,
     retired_totals,
     work,
@@ -53,16 +53,19 @@ class HubCollector(Collector):
     def _messages(self, conn: Any) -> Iterator[Metric]:
         by_state = GaugeMetricFamily("hub_stored_messages", "Messages in the store now, by family, direction and state",
                                      labels=["family", "direction", "state"])
-        for family, direction, state, n in self.store.count_by(
-            conn, messages.c.family, messages.c.direction, messages.c.state
-        ):
-            by_state.add_metric([family or "unread", direction, state], n)
+        tally = self.store.message_tally(conn)
+        stored: Counter[tuple[str, str, str]] = Counter()
+        live: Counter[tuple[str, str]] = Counter()
+        for family, _type, direction, partner, state, n in tally:
+            stored[family or "unread", direction, state] += n
+            live[direction, partner] += n
+        for labels, n in sorted(stored.items()):
+            by_state.add_metric(list(labels), n)
         yield by_state
 
         retired = {(r.direction, r.partner): r for r in conn.execute(select(retired_totals))}
         taken = CounterMetricFamily("hub_messages", "Messages ever stored: taken from partners (in) and sent to "
                                     "them (out), by partner", labels=["direction", "partner"])
-        live = {(d, p): n for d, p, n in self.store.count_by(conn, messages.c.direction, messages.c.partner)}
         for key in sorted(live.keys() | retired.keys()):
             taken.add_metric(list(key), live.get(key, 0) + (retired[key].messages if key in retired else 0))
         yield taken

@@ -11,14 +11,14 @@ import json
 import logging
 import threading
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from datetime import UTC, datetime
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from sqlalchemy import Connection, func, or_, select
+from sqlalchemy import Connection, or_, select
 
 from hub.config import HubConfig
 from hub.metrics import CONTENT_TYPE, HubCollector, Metrics
@@ -57,12 +57,14 @@ class StatusReader:
     def status(self) -> dict[str, Any]:
         signers = self.signers()  # talks to cards and clients: not while holding a snapshot of the store
         with self.store.read() as conn:
+            tally = self.store.message_tally(conn)  # the messages counted once, for every section below
             return {
                 "hub": {"started_at": _iso(self.started_at), "uptime_seconds": round(time.time() - self.started_at),
                         "worker_processes": self.worker_processes()},
-                "messages": self._messages(conn),
+                "messages": self._messages(tally),
                 "queue": DbWorkQueue.depth(conn),
-                "routes": [self._route(conn, r.message, r.from_partner, r.to_partner) for r in self.config.routes],
+                "routes": [self._route(conn, tally, r.message, r.from_partner, r.to_partner)
+                           for r in self.config.routes],
                 "conversations": self._conversations(conn),
                 "parked": self._parked(conn),
                 "receipts": self._receipts(conn),
@@ -71,30 +73,26 @@ class StatusReader:
                 "jobs": {"this_process": self.scheduler_role(), "jobs": overview(self.config, conn, self.store.engine)},
             }
 
-    def _messages(self, conn: Connection) -> dict[str, Any]:
+    @staticmethod
+    def _messages(tally: list[Any]) -> dict[str, Any]:
         by_state: dict[str, dict[str, int]] = defaultdict(dict)
         by_type: dict[str, dict[str, int]] = defaultdict(dict)
-        for direction, mtype, state, count in self.store.count_by(
-            conn, messages.c.direction, messages.c.message_type, messages.c.state
-        ):
+        for _family, mtype, direction, _partner, state, count in tally:
             by_state[direction][state] = by_state[direction].get(state, 0) + count
             label = f"{mtype or 'unreadable'} {direction}"
             by_type[label][state] = by_type[label].get(state, 0) + count
         return {"by_state": by_state, "by_type": by_type}
 
-    def _route(self, conn: Connection, mtype: str, source: str, target: str) -> dict[str, Any]:
+    @staticmethod
+    def _route(conn: Connection, tally: list[Any], mtype: str, source: str, target: str) -> dict[str, Any]:
         of_route = or_(
             (messages.c.direction == "in") & (messages.c.partner == source),
             (messages.c.direction == "out") & (messages.c.partner == target),
         )
-        counts: dict[str, int] = {
-            direction: n
-            for direction, n in conn.execute(
-                select(messages.c.direction, func.count())
-                .where(messages.c.message_type == mtype, of_route)
-                .group_by(messages.c.direction)
-            )
-        }
+        counts: Counter[str] = Counter()
+        for _family, of_type, direction, partner, _state, n in tally:
+            if of_type == mtype and partner == (source if direction == "in" else target):
+                counts[direction] += n
         failed = conn.execute(
             select(messages)
             .where(messages.c.message_type == mtype, of_route, messages.c.error_code.is_not(None))
@@ -106,7 +104,7 @@ class StatusReader:
             last_error = {"at": _iso(failed.updated_at), "message": failed.id, **(_error(failed) or {})}
         return {
             "message": mtype, "from": source, "to": target,
-            "received": counts.get("in", 0), "forwarded": counts.get("out", 0), "last_error": last_error,
+            "received": counts["in"], "forwarded": counts["out"], "last_error": last_error,
         }
 
     def _conversations(self, conn: Connection) -> dict[str, dict[str, int]]:

@@ -87,11 +87,20 @@ messages = Table(
     Index("ix_messages_answers", "answers"),
 )
 # What status and operators look for by state (inputs awaiting a signature, parked messages) has an error code,
-# and few rows have one. No index holds the state itself: PostgreSQL then changes a message's state in place
+# and few rows have one. On PostgreSQL no index holds the state itself: it then changes a message's state in place
 # (a HOT update, with room left in each page for it: _FILLFACTOR), where an indexed state made every state change
 # write a new entry in each of the table's indexes, and each forwarded copy and receipt changes state twice.
 Index("ix_messages_error", messages.c.error_code, postgresql_where=messages.c.error_code.is_not(None),
       sqlite_where=messages.c.error_code.is_not(None))
+# What status and metrics count messages by, in one grouped scan a request. On SQLite an index holds these columns
+# alone, and the scan reads it instead of the rows with their bytes: 42 ms instead of 420 for 115,000 messages
+# (measured, 2026-11-24). It leads with the family, which the pipeline looks messages up by only with their business
+# key (ix_messages_conversation, a closer match): led by direction and partner, SQLite took it to find a partner's
+# receipt's message and read every message sent to that partner. PostgreSQL keeps its in-place state changes
+# (above) and reads the table.
+MESSAGE_TALLY = (messages.c.family, messages.c.message_type, messages.c.direction, messages.c.partner,
+                 messages.c.state)
+Index("ix_messages_tally", *MESSAGE_TALLY).ddl_if(dialect="sqlite")
 _FILLFACTOR = 70  # percent of a messages page filled by inserts (measured: PostgreSQL's CPU a message -18 %)
 # PostgreSQL compresses a message's bytes and canonical form with lz4 where the server has it: its default, pglz,
 # took 2.3 times the server's CPU to store message rows (measured by COPY: 126 -> 54 µs a row, for 18 % more room).
@@ -129,6 +138,7 @@ conversations = Table(
     Column("updated_at", Float, nullable=False),
     UniqueConstraint("family", "business_key"),
 )
+Index("ix_conversations_tally", conversations.c.family, conversations.c.state).ddl_if(dialect="sqlite")  # as above
 
 # Idempotent consumer: a (partner, message id) pair is taken once; repeats are answered, not processed.
 seen_messages = Table(
@@ -1200,12 +1210,14 @@ class Store:
         """By partner: messages awaiting their receipt, how many of them are overdue, how many were resent,
         and how many were parked for want of one."""
         counts: dict[str, dict[str, int]] = {}
+        # Each awaited message's state looked up by its id: joined, SQLite without statistics read every message
+        # and looked each up among the awaited (90 ms for 115,000 messages and one awaited; measured).
+        state = select(messages.c.state).where(messages.c.id == awaited_receipts.c.message).scalar_subquery()
         for partner, awaited, overdue, resent in conn.execute(
             select(awaited_receipts.c.partner, func.count(),
                    func.count().filter(awaited_receipts.c.due_at <= now),
                    func.count().filter(awaited_receipts.c.resends > 0))
-            .join(messages, messages.c.id == awaited_receipts.c.message)
-            .where(messages.c.state == "delivered")
+            .where(state == "delivered")
             .group_by(awaited_receipts.c.partner)
         ):
             counts[partner] = {"awaited": awaited, "overdue": overdue, "resent": resent, "timed_out": 0}
@@ -1285,3 +1297,8 @@ class Store:
     @staticmethod
     def count_by(conn: Connection, *columns: Any) -> list[Any]:
         return list(conn.execute(select(*columns, func.count()).group_by(*columns)))
+
+    @staticmethod
+    def message_tally(conn: Connection) -> list[Any]:
+        """How many messages the store holds, by family, message type, direction, partner and state."""
+        return Store.count_by(conn, *MESSAGE_TALLY)

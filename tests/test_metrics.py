@@ -3,6 +3,7 @@ messages flow and never go down (not even when retention removes what they count
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import urllib.error
@@ -10,10 +11,11 @@ import urllib.request
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
 from hub.app import Hub
 from hub.config import HubConfig
@@ -24,6 +26,7 @@ from tests.signing.conftest import FIXTURES
 from tests.test_hub_process import _pending_policy
 from tests.test_operations import bring_back, take_down
 from tests.test_signed_messages import signing_config
+from tests.test_underwriting_flow import play
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -125,6 +128,58 @@ def test_metrics_parse_and_their_counters_move_with_messages_and_survive_retenti
     assert parked[("hub_queue_depth", (("state", "parked"), ("step", "deliver")))] == 1
     assert parked[("hub_retries_total", ())] == retries + 2
     assert parked[("hub_messages_total", (("direction", "in"), ("partner", "insurer")))] == 2
+
+
+def test_status_and_metrics_count_messages_from_an_index_nothing_else_reads(hub: Hub, exchange: Exchange) -> None:
+    """/status and every /metrics scrape count the store's messages, which retention keeps for 90 days: each counts
+    them once, and on SQLite (the embedded default) from an index of the counted columns alone, never reading
+    the messages themselves with their bytes (measured on 115,000 messages: /status 2.2 s before, 72 ms after).
+    That index holds no key the pipeline looks messages up by, so its look-ups keep their own indexes: one that
+    led with the direction and partner was taken by SQLite for a partner's receipt, which then read every message
+    sent to that partner. The plans are SQLite's, for each statement as it ran."""
+    ran: list[tuple[str, Any]] = []
+
+    def note(_conn: object, _cursor: object, sql: str, params: Any, _context: object, many: bool) -> None:
+        ran.append((sql, params[0] if many else params))
+
+    event.listen(hub.store.engine, "before_cursor_execute", note)
+    try:
+        play(exchange, "insurer-pending-policy-new.xml", forwarded_to="platform", sent=1)
+        [forwarded] = exchange.files("platform", "out", "PendingPolicy_*")
+        forwarded_id = forwarded.stem.split("_", 1)[1]
+        exchange.drop("platform", "platform-receipt.json", platform_receipt(forwarded_id))
+        wait_for(lambda: {m["state"] for m in (hub.status_reader.message(forwarded_id) or {"messages": []})["messages"]
+                          if m["direction"] == "out"} == {"acknowledged"}, what="the forwarded policy acknowledged")
+        wait_for(lambda: idle(hub), what="the work done")
+        flowing = len(ran)
+        status = hub.status_reader.status()
+        scraped = scrape(hub)
+    finally:
+        event.remove(hub.store.engine, "before_cursor_execute", note)
+
+    def plan(sql: str, params: Any) -> str:
+        with hub.store.read() as conn:
+            return " | ".join(row[-1] for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}", params))
+
+    def plans(statements: list[tuple[str, Any]]) -> list[tuple[str, str]]:
+        return [(sql, plan(sql, params)) for sql, params in statements
+                if sql.lstrip().split(None, 1)[0].upper() in ("SELECT", "INSERT", "UPDATE", "DELETE", "WITH")]
+
+    by_pipeline, by_status = plans(ran[:flowing]), plans(ran[flowing:])
+    assert len(by_pipeline) > 20 and len(by_status) > 20
+    assert not [(sql, found) for sql, found in by_pipeline if "_tally" in found]
+    read_rows = [(sql, found) for sql, found in by_status
+                 if re.search(r"SCAN messages(?! USING COVERING INDEX)", found)]
+    assert not read_rows, read_rows
+    tallies = [found for _sql, found in by_status if "COVERING INDEX ix_messages_tally" in found]
+    assert len(tallies) == 2, "once for /status, once for /metrics"
+    assert status["messages"]["by_state"] == {"in": {"accepted": 2}, "out": {"acknowledged": 1, "delivered": 1}}
+    route = next(r for r in status["routes"] if r["message"] == "PendingPolicy")
+    assert (route["received"], route["forwarded"]) == (1, 1)
+    found, _types = samples(scraped)
+    assert found[("hub_stored_messages", (("direction", "out"), ("family", "underwriting"),
+                                          ("state", "acknowledged")))] == 1
+    assert found[("hub_messages_total", (("direction", "in"), ("partner", "platform")))] == 1
 
 
 def test_metrics_is_read_only(hub: Hub) -> None:
