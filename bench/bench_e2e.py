@@ -50,7 +50,7 @@ import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -450,15 +450,20 @@ def measure(backend: Backend, mix: Mix) -> list[Result]:
     return results
 
 
-def run() -> list[Result]:
+def on_each(backends: Iterable[Backend], measured: Callable[[Backend, Mix], list[Result]]) -> list[Result]:
+    """`measured` on each backend with the mix, a row saying why for one that is not on this machine."""
     with tempfile.TemporaryDirectory() as tmp:
         config = load_config(DEFAULT_CONFIG, environ=hub_environ(Path(tmp), 0, Path(tmp)))
     mix = Mix(config)
     results = []
-    for backend in BACKENDS:
+    for backend in backends:
         try:
-            results += measure(backend, mix)
+            results += measured(backend, mix)
         except Unavailable as exc:
             results.append(Result(f"{backend.name}: not measured ({exc})", 0, "-"))
     return results
+
+
+def run() -> list[Result]:
+    return on_each(BACKENDS, measure)
 
