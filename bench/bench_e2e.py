@@ -245,7 +245,7 @@ class RunningHub:
         deadline = time.monotonic() + 30
         workers = load_config(DEFAULT_CONFIG, environ=self.env).queue.processes
         processes = 1 + workers * (workers > 1)  # the hub's, and its worker processes
-        while not _healthy(self.port) or len(self._processes()) < processes:
+        while not _healthy(self.port) or len(self.processes()) < processes:
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 self.__exit__()
                 raise RuntimeError(f"the hub did not start: {(self.root / 'hub.log').read_text()[-2000:]}")
@@ -257,7 +257,7 @@ class RunningHub:
         self.proc.terminate()
         self.proc.wait(timeout=60)
 
-    def _processes(self) -> list[int]:
+    def processes(self) -> list[int]:
         """The hub's process and the worker processes it started."""
         from tests.conftest import child_processes
 
@@ -267,7 +267,7 @@ class RunningHub:
     def cpu_seconds(self) -> float:
         """User + system time the hub's processes have spent."""
         total = 0
-        for process in self._processes():
+        for process in self.processes():
             fields = Path(f"/proc/{process}/stat").read_text().rsplit(")", 1)[1].split()
             total += int(fields[11]) + int(fields[12])
         return total / os.sysconf("SC_CLK_TCK")

@@ -98,7 +98,7 @@ class Sample:
         self.messages = messages  # dropped so far
         self.latencies = sorted(latencies)  # since the previous sample
         self.rss_mb = self.files = self.threads = 0.0
-        for process in hub._processes():
+        for process in hub.processes():
             status = dict(line.split(":", 1) for line in Path(f"/proc/{process}/status").read_text().splitlines())
             self.rss_mb += int(status["VmRSS"].split()[0]) / 1024
             self.threads += int(status["Threads"])
