@@ -331,10 +331,12 @@ class Hub:
                 self.arrivals.wait(poll)
 
     def _upkeep_loop(self) -> None:
-        """The store kept in shape here, off the workers' transactions: SQLite's log copied into the database, and
-        PostgreSQL's tables vacuumed and analyzed as their rows change (Store.vacuum)."""
+        """The store kept in shape here, off the workers' transactions: its counts summed (Store.compact_counts),
+        SQLite's log copied into the database, and PostgreSQL's tables vacuumed and analyzed as their rows change
+        (Store.vacuum)."""
         while not self._stop.wait(UPKEEP_EVERY_SECONDS):
             try:
+                self.store.compact_counts()
                 if self.store.is_sqlite:
                     self.store.checkpoint()
                 elif vacuumed := self.store.vacuum(self.config.store.vacuum_rows):

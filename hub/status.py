@@ -24,7 +24,7 @@ from hub.config import HubConfig
 from hub.metrics import CONTENT_TYPE, HubCollector, Metrics
 from hub.pipeline import AWAITING_SIGNATURE
 from hub.scheduler.runs import overview
-from hub.store import Store, conversations, messages, work
+from hub.store import Store, messages, work
 from hub.workqueue import DbWorkQueue
 
 log = logging.getLogger("hub.status")
@@ -109,7 +109,7 @@ class StatusReader:
 
     def _conversations(self, conn: Connection) -> dict[str, dict[str, int]]:
         out: dict[str, dict[str, int]] = defaultdict(dict)
-        for family, state, count in self.store.count_by(conn, conversations.c.family, conversations.c.state):
+        for family, state, count in self.store.conversation_tally(conn):
             out[family][state] = count
         return out
 

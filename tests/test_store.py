@@ -12,7 +12,19 @@ import pytest
 from sqlalchemy import delete, event, func, inspect, literal_column, select, text, update
 from sqlalchemy.exc import DBAPIError
 
-from hub.store import RECEIPT_TIMEOUT_EVENT, RETRY_EVENT, Store, new_id, work
+import hub.store as store_module
+from hub.store import (
+    RECEIPT_TIMEOUT_EVENT,
+    RETRY_EVENT,
+    Store,
+    conversation_counts,
+    conversations,
+    events,
+    message_counts,
+    messages,
+    new_id,
+    work,
+)
 from hub.workqueue import ENQUEUE, DbWorkQueue, LeaseLost, enqueue_ready, work_rows
 from tests.conftest import wait_for
 
@@ -164,12 +176,14 @@ def test_postgresql_a_table_that_only_grows_is_analyzed_once_it_passes_the_thres
     """ANALYZE reads a sample of the table (on the messages table, 33-107 ms of the server's time): statistics
     that exist matter, fresh ones hardly."""
     _add_messages(store, 150, 150)
-    assert store.vacuum(100) == ["events", "messages"], "never analyzed, and 150 rows added"
+    # message_counts: a row added with each message (its triggers), so analyzed with it
+    assert store.vacuum(100) == ["events", "message_counts", "messages"], "never analyzed, and 150 rows added"
     assert _vacuum_stats(store)["messages"] == (0, False, True), "analyzed, not vacuumed: no dead rows"
     _add_messages(store, 200, 350)
     assert store.vacuum(100) == [], "200 rows added to 150: under a hundred and half of 350"
     _add_messages(store, 200, 550)
-    assert store.vacuum(100) == ["events", "messages"], "400 added to 150: past a hundred and half of 550"
+    assert store.vacuum(100) == ["events", "message_counts", "messages"], \
+        "400 added to 150: past a hundred and half of 550"
 
 
 @pytest.mark.parametrize("store_url", ["postgresql"], indirect=True)
@@ -447,3 +461,110 @@ def test_postgresql_tables_are_analyzed_from_a_small_sample_and_later_statements
                                     "WHERE name = 'default_statistics_target'")).scalar()
     assert bounds == 11, "150 distinct ids: 10 buckets of them, not 100"
     assert default, "the sample size was set for the ANALYZE alone, not for the connection"
+
+
+def _tallies(store: Store) -> tuple[list[Any], list[Any]]:
+    """The messages and conversations as the store's counts have them, and as a count of their rows has them."""
+    keys = [messages.c[name] for name in ("family", "message_type", "direction", "partner", "state")]
+    with store.read() as conn:
+        counted = store.message_tally(conn) + store.conversation_tally(conn)
+        rows = store.count_by(conn, *keys) + store.count_by(conn, conversations.c.family, conversations.c.state)
+    return sorted(map(tuple, counted), key=str), sorted(map(tuple, rows), key=str)
+
+
+def _flow(store: Store, n: int) -> None:
+    """`n` messages through what the hub writes: received, read, accepted, a conversation opened and moved on, one
+    in three parked, and one in five removed (as retention does, its history first)."""
+    ids = [_received(store) for _ in range(n)]
+    with store.begin() as conn:
+        for i, message in enumerate(ids):
+            store.set_state(conn, message, "accepted", family="claims", message_type="ClaimApplication")
+            store.set_state(conn, message, "parked" if i % 3 == 0 else "accepted", error_code=None)
+            key = f"K-{message}"
+            store.set_conversation(conn, "claims", key, "91330000MA2AB3CD4X", "submitted", opens=True)
+    with store.begin() as conn:
+        for message in ids:
+            store.set_conversation(conn, "claims", f"K-{message}", "91330000MA2AB3CD4X", "accepted", opens=False)
+    with store.begin() as conn:
+        gone = ids[::5]
+        conn.execute(delete(events).where(events.c.message.in_(gone)))
+        conn.execute(delete(messages).where(messages.c.id.in_(gone)))
+
+
+def test_messages_and_conversations_are_counted_through_every_write_and_summing_the_counts_keeps_them(
+        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """/status and /metrics read the counts (message_counts, conversation_counts), not the rows: the counts follow
+    every insert, change and removal, a failed transaction changes none, and summing them (each hub's upkeep, past
+    _COMPACT_PAST_ROWS rows) leaves one row a key and the counts as they were."""
+    _flow(store, 30)
+    unchanged = _received(store)
+    with pytest.raises(RuntimeError), store.begin() as conn:
+        store.set_state(conn, unchanged, "rejected", family="claims", message_type="ClaimApplication")
+        raise RuntimeError("a transaction that fails")
+    counted, rows = _tallies(store)
+    assert counted == rows
+    assert ("claims", "ClaimApplication", "in", "insurer", "parked", 8) in counted, "10 parked, 2 of them removed"
+    assert (None, None, "in", "insurer", "received", 1) in counted, "the failed transaction's message, unchanged"
+    assert store.compact_counts() == [], "under the threshold"
+    monkeypatch.setattr(store_module, "_COMPACT_PAST_ROWS", 0)
+    assert store.compact_counts() == ["message_counts", "conversation_counts"]
+    assert _tallies(store) == (counted, rows)
+    with store.read() as conn:
+        assert [conn.execute(select(func.count()).select_from(t)).scalar() for t in (message_counts,
+                                                                                    conversation_counts)] == [3, 1]
+
+
+def test_counts_summed_by_two_hubs_while_workers_write_lose_nothing(
+        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each hub process sums the counts in its upkeep while the workers add to them: what one sums it removes, what
+    a transaction adds meanwhile stays, and two summing at once do not count anything twice."""
+    monkeypatch.setattr(store_module, "_COMPACT_PAST_ROWS", 0)
+    writing, failed = threading.Event(), []
+
+    def write() -> None:
+        try:
+            for _ in range(15):
+                _flow(store, 6)
+        except Exception as exc:  # reported below
+            failed.append(exc)
+        finally:
+            writing.set()
+
+    def sum_counts() -> None:
+        try:
+            while not writing.is_set():
+                store.compact_counts()
+        except Exception as exc:
+            failed.append(exc)
+
+    threads = [threading.Thread(target=write), threading.Thread(target=write)] + \
+        [threading.Thread(target=sum_counts) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not failed, failed
+    counted, rows = _tallies(store)
+    assert counted == rows
+    assert sum(n for *_key, n in counted if len(_key) == 5) == 2 * 15 * (6 - 2), "2 of each 6 removed"
+
+
+def test_a_store_made_before_its_counts_is_counted_from_its_rows_when_a_hub_next_starts(store: Store) -> None:
+    """It gets the counts and their triggers, counted from its rows as they are, and loses the index that counted
+    them before (on SQLite; every change of a message's state wrote it)."""
+    _flow(store, 10)
+    with store.begin() as conn:
+        for counted, table in (("messages", message_counts), ("conversations", conversation_counts)):
+            for change in ("insert", "delete", "update"):
+                conn.execute(text(f"DROP TRIGGER hub_count_{counted}_{change}"
+                                  f"{'' if store.is_sqlite else f' ON {counted}'}"))
+            conn.execute(text(f"DROP TABLE {table.name}"))
+        conn.execute(text("CREATE INDEX ix_messages_tally ON messages (family, message_type, direction, partner, "
+                          "state)"))  # what counted them then, on SQLite
+    _flow(store, 10)
+    store.create_schema()
+    assert "ix_messages_tally" not in {index["name"] for index in inspect(store.engine).get_indexes("messages")}
+    counted, rows = _tallies(store)
+    assert counted == rows and sum(n for *_key, n in counted if len(_key) == 5) == 16
+    _flow(store, 5)
+    assert _tallies(store)[0] == _tallies(store)[1], "and counted from then on"
