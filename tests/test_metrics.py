@@ -18,10 +18,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import event, func, select
 
+import hub.store as store_module
 from hub.app import Hub
 from hub.config import HubConfig
 from hub.scheduler.retention import retire
-from hub.store import events, work
+from hub.store import events, message_counts, work
 from tests.conftest import Exchange, platform_receipt, wait_for
 from tests.signing.conftest import FIXTURES
 from tests.test_hub_process import _pending_policy
@@ -181,6 +182,23 @@ def test_status_and_metrics_count_messages_and_conversations_from_their_counts_n
     assert found[("hub_stored_messages", (("direction", "out"), ("family", "underwriting"),
                                           ("state", "acknowledged")))] == 1
     assert found[("hub_messages_total", (("direction", "in"), ("partner", "platform")))] == 1
+
+
+def test_a_running_hub_sums_its_counts_and_they_stay_right(
+        hub: Hub, exchange: Exchange, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each hub's upkeep sums the counts (past _COMPACT_PAST_ROWS rows: here at once) into one row a key."""
+    monkeypatch.setattr(store_module, "_COMPACT_PAST_ROWS", 0)
+    play(exchange, "insurer-pending-policy-new.xml", forwarded_to="platform", sent=1)
+    wait_for(lambda: idle(hub), what="the work done")
+
+    def rows() -> int:
+        with hub.store.read() as conn:
+            return int(conn.execute(select(func.count()).select_from(message_counts)).scalar_one())
+    with hub.store.read() as conn:
+        keys = len(hub.store.message_tally(conn))
+    wait_for(lambda: rows() == keys, what="the counts summed by the hub's upkeep")
+    by_state = hub.status_reader.status()["messages"]["by_state"]
+    assert by_state == {"in": {"accepted": 1}, "out": {"delivered": 2}}, "the policy forwarded, the insurer's receipt"
 
 
 def test_metrics_is_read_only(hub: Hub) -> None:
