@@ -18,7 +18,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from sqlalchemy import Connection, or_, select
+from sqlalchemy import Connection, func, or_, select
 
 from hub.config import HubConfig
 from hub.metrics import CONTENT_TYPE, HubCollector, Metrics
@@ -32,6 +32,10 @@ log = logging.getLogger("hub.status")
 
 def _iso(ts: float | None) -> str | None:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds") if ts else None
+
+
+# What a route's last error shows of its message.
+_LAST_ERROR = ("id", "message_type", "direction", "partner", "error_code", "error_field", "error_message", "updated_at")
 
 
 def _error(row: Any) -> dict[str, Any] | None:
@@ -58,12 +62,13 @@ class StatusReader:
         signers = self.signers()  # talks to cards and clients: not while holding a snapshot of the store
         with self.store.read() as conn:
             tally = self.store.message_tally(conn)  # the messages counted once, for every section below
+            errors = self._last_errors(conn)
             return {
                 "hub": {"started_at": _iso(self.started_at), "uptime_seconds": round(time.time() - self.started_at),
                         "worker_processes": self.worker_processes()},
                 "messages": self._messages(tally),
                 "queue": DbWorkQueue.depth(conn),
-                "routes": [self._route(conn, tally, r.message, r.from_partner, r.to_partner)
+                "routes": [self._route(tally, errors, r.message, r.from_partner, r.to_partner)
                            for r in self.config.routes],
                 "conversations": self._conversations(conn),
                 "parked": self._parked(conn),
@@ -84,24 +89,27 @@ class StatusReader:
         return {"by_state": by_state, "by_type": by_type}
 
     @staticmethod
-    def _route(conn: Connection, tally: list[Any], mtype: str, source: str, target: str) -> dict[str, Any]:
-        of_route = or_(
-            (messages.c.direction == "in") & (messages.c.partner == source),
-            (messages.c.direction == "out") & (messages.c.partner == target),
-        )
+    def _last_errors(conn: Connection) -> dict[tuple[str, str, str], Any]:
+        """The last message with an error of each message type, direction and partner: one look at the few
+        messages that have one (ix_messages_error), not one for each route."""
+        ranked = select(*(messages.c[name] for name in _LAST_ERROR), func.row_number().over(
+            partition_by=(messages.c.message_type, messages.c.direction, messages.c.partner),
+            order_by=messages.c.updated_at.desc()).label("nth")).where(messages.c.error_code.is_not(None)).subquery()
+        return {(row.message_type, row.direction, row.partner): row
+                for row in conn.execute(select(ranked).where(ranked.c.nth == 1))}
+
+    @staticmethod
+    def _route(tally: list[Any], errors: dict[tuple[str, str, str], Any], mtype: str, source: str, target: str
+               ) -> dict[str, Any]:
         counts: Counter[str] = Counter()
         for _family, of_type, direction, partner, _state, n in tally:
             if of_type == mtype and partner == (source if direction == "in" else target):
                 counts[direction] += n
-        failed = conn.execute(
-            select(messages)
-            .where(messages.c.message_type == mtype, of_route, messages.c.error_code.is_not(None))
-            .order_by(messages.c.updated_at.desc())
-            .limit(1)
-        ).first()
+        failed = max((found for found in (errors.get((mtype, "in", source)), errors.get((mtype, "out", target)))
+                      if found is not None), key=lambda row: row.updated_at, default=None)
         last_error = None
-        if failed is not None:
-            last_error = {"at": _iso(failed.updated_at), "message": failed.id, **(_error(failed) or {})}
+        if failed is not None:  # shaped as parked and awaiting_signature list theirs
+            last_error = {"message": failed.id, "at": _iso(failed.updated_at), "error": _error(failed)}
         return {
             "message": mtype, "from": source, "to": target,
             "received": counts["in"], "forwarded": counts["out"], "last_error": last_error,

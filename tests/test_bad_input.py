@@ -95,3 +95,18 @@ def test_the_hub_keeps_running_and_loses_nothing(hub: Hub, exchange: Exchange) -
     status = hub.status_reader.status()
     assert status["messages"]["by_state"]["in"] == {"accepted": 1, "rejected": dropped - 1}
     assert status["queue"]["parked"] == 0
+
+
+def test_status_shows_each_route_s_last_error_and_no_other_route_s(hub: Hub, exchange: Exchange) -> None:
+    accept_pending_policies(exchange)
+    names = ["insurer-pending-policy-invalid-uscc.xml", "insurer-pending-policy-missing-org-code.xml"]
+    for name in names:
+        exchange.drop_fixture(INVALID / name)
+        assert_rejected(exchange, "insurer", name, EXPECTED[name]["code"], EXPECTED[name]["field"])
+    routes = {(r["message"], r["from"], r["to"]): r for r in hub.status_reader.status()["routes"]}
+    last = routes.pop(("PendingPolicy", "insurer", "platform"))["last_error"]
+    error = last["error"]
+    assert (error["code"], error["field"]) == (EXPECTED[names[1]]["code"], EXPECTED[names[1]]["field"]), "the later"
+    assert error["message"] and last["at"]
+    assert hub.status_reader.message(last["message"])["messages"][0]["file"] == names[1], "its hub id, to look it up"
+    assert {key: r["last_error"] for key, r in routes.items() if r["last_error"]} == {}
