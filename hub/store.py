@@ -143,16 +143,16 @@ conversations = Table(
 _COUNTED: dict[Table, Table] = {}  # each counts table, and the table it counts
 
 
-def _counts(counted: Table, *keys: str) -> Table:
-    counts = Table(f"{counted.name[:-1]}_counts", metadata, Column("id", Integer, primary_key=True, autoincrement=True),
+def _counts(name: str, counted: Table, *keys: str) -> Table:
+    counts = Table(name, metadata, Column("id", Integer, primary_key=True, autoincrement=True),
                    *(Column(key, counted.c[key].type, nullable=counted.c[key].nullable) for key in keys),
                    Column("n", Integer, nullable=False))
     _COUNTED[counts] = counted
     return counts
 
 
-message_counts = _counts(messages, "family", "message_type", "direction", "partner", "state")
-conversation_counts = _counts(conversations, "family", "state")
+message_counts = _counts("message_counts", messages, "family", "message_type", "direction", "partner", "state")
+conversation_counts = _counts("conversation_counts", conversations, "family", "state")
 _COMPACT_PAST_ROWS = 10_000  # a counts table's rows beyond which Store.compact_counts sums them
 
 # Idempotent consumer: a (partner, message id) pair is taken once; repeats are answered, not processed.
