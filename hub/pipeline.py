@@ -67,7 +67,16 @@ from hub.errors import (
 from hub.mappers import MessageFormat
 from hub.mappers.dxp import SUCCESS_CODES, AddInfo, Dxp, DxpAnswer, DxpResponse, TransInfo
 from hub.mappers.fields import clip
-from hub.models import CanonicalMessage, PolicyIssued, PolicyReceipt, Receipt, ReceiptError, ReturnStatus, Sender
+from hub.models import (
+    MESSAGE_TYPES,
+    CanonicalMessage,
+    PolicyIssued,
+    PolicyReceipt,
+    Receipt,
+    ReceiptError,
+    ReturnStatus,
+    Sender,
+)
 from hub.models.base import BEIJING, new_message_id
 from hub.models.claims import ClaimApplication
 from hub.retry import RetryPolicy
@@ -746,10 +755,11 @@ class Pipeline:
     def _reject(self, conn: Connection, row: Any, err: HubError, envelope: TransInfo | None, said: Said) -> None:
         """Refused: the store says why, and so does the answer (the receipt; for a refused envelope whose
         TransInfo reads, the node's DxpRep)."""
+        known = MESSAGE_TYPES.get(err.message_type or "")  # its family too, so /metrics does not call it unread
         self.store.set_state(
             conn, row.id, "rejected", str(err),
             error_code=err.code, error_field=err.field, error_message=err.message,
-            message_id=err.message_id, message_type=err.message_type,
+            message_id=err.message_id, message_type=err.message_type, **({"family": known.family} if known else {}),
         )
         said.append((logging.WARNING, "rejected %s/in/%s (%s): %s", (row.partner, row.file_name, row.id, err)))
         if envelope is not None:

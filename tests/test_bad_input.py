@@ -110,3 +110,5 @@ def test_status_shows_each_route_s_last_error_and_no_other_route_s(hub: Hub, exc
     assert error["message"] and last["at"]
     assert hub.status_reader.message(last["message"])["messages"][0]["file"] == names[1], "its hub id, to look it up"
     assert {key: r["last_error"] for key, r in routes.items() if r["last_error"]} == {}
+    rejected = 'hub_stored_messages{direction="in",family="underwriting",state="rejected"} 2.0'
+    assert rejected in hub.status_reader.metrics.render().decode(), "read, then rejected: not unread"
