@@ -88,7 +88,7 @@ messages = Table(
     Index("ix_messages_answers", "answers"),
 )
 # What status and operators look for by state (inputs awaiting a signature, parked messages) has an error code,
-# and few rows have one. On PostgreSQL no index holds the state itself: it then changes a message's state in place
+# and few rows have one. No index holds the state itself: PostgreSQL then changes a message's state in place
 # (a HOT update, with room left in each page for it: _FILLFACTOR), where an indexed state made every state change
 # write a new entry in each of the table's indexes, and each forwarded copy and receipt changes state twice.
 Index("ix_messages_error", messages.c.error_code, postgresql_where=messages.c.error_code.is_not(None),
