@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import threading
 import urllib.error
 import urllib.request
 from collections import Counter
@@ -142,7 +143,8 @@ def test_status_and_metrics_count_messages_and_conversations_from_their_counts_n
     ran: list[tuple[str, Any]] = []
 
     def note(_conn: object, _cursor: object, sql: str, params: Any, _context: object, many: bool) -> None:
-        ran.append((sql, params[0] if many else params))
+        if threading.current_thread().name != "upkeep":  # whose summing reads the counts, once a second
+            ran.append((sql, params[0] if many else params))
 
     event.listen(hub.store.engine, "before_cursor_execute", note)
     try:
