@@ -1,7 +1,7 @@
-"""Run every bench/bench_*.py module and (re)write BENCHMARKS.md with the machine and the date.
+"""Run every bench/bench_*.py module and (re)write BENCHMARKS.md, each section with its date and machine.
 
 `python -m bench bench_mapping` runs one module and rewrites only its section; the other sections stay as they
-were, each with the date it was measured.
+were, each with the date and the machine it was measured on (sessions run on different machines).
 """
 
 from __future__ import annotations
@@ -33,8 +33,12 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def this_machine() -> str:
+    return f"{os.cpu_count()} cores (nproc), {cpu_model()}"
+
+
 def earlier_sections() -> dict[str, str]:
-    """The sections BENCHMARKS.md holds now, by module, each saying when it was measured."""
+    """The sections BENCHMARKS.md holds now, by module, each saying when it was measured (and on what machine)."""
     if not OUTPUT.is_file():
         return {}
     text = OUTPUT.read_text(encoding="utf-8")
@@ -64,7 +68,7 @@ def main() -> int:
             continue
         module = importlib.import_module(f"bench.{module_info.name}")
         title, _, method = (module.__doc__ or module_info.name).strip().partition("\n")
-        heading = f"## {title}\n\n`bench/{module_info.name}.py`, measured {now}\n\n"
+        heading = f"## {title}\n\n`bench/{module_info.name}.py`, measured {now} on {this_machine()}\n\n"
         if method.strip():
             heading += method.strip() + "\n\n"
         print(f"== {module_info.name}: {title}", flush=True)
@@ -83,9 +87,9 @@ def main() -> int:
         "# Benchmarks\n\n"
         "Written by `python -m bench` (run it again to refresh;\n"
         "`python -m bench bench_signing` runs one module and rewrites only its section).\n\n"
-        f"- date: {now}\n"
-        f"- machine: {os.cpu_count()} cores (nproc), {cpu_model()}\n"
-        f"- python {platform.python_version()} on {platform.platform()}\n\n"
+        f"- last written: {now}, on {this_machine()}, python {platform.python_version()} on "
+        f"{platform.platform()}\n"
+        "- each section says when and on what machine it was measured\n\n"
         "Figures are single runs unless a section says otherwise, on a shared, noisy machine: read them as ranges,\n"
         "not promises.\n\n"
     )
