@@ -21,9 +21,9 @@ share their transactions), how busy the machine was and the fsyncs on its disk (
 holds up every message on its way: PostgreSQL's commits wait through it, and on RabbitMQ the broker's confirms and
 deliveries too (traced on 2026-11-24: both waited 110 ms at once). On this VM's disk, under any steady flushing (the
 hub's, or a plain loop of fdatasync at 200-800 a second), stalls of 40-150 ms came a few times a minute, against none
-over 20 ms in 30 s of the probe alone: read a run's p99 beside its fsyncs. The p99 is the minute's (at 100/s the 60th
+over 20 ms in 30 s of the probe alone: read a run's p99 beside its fsyncs. The p99 is the minute's (at 100/s the 61st
 slowest of 6,000); beside it, the worst p99 of its 6 s windows, which is what runs of 6 s measured until 2026-11-24:
-there the 6th slowest of 600 decided it, and whether a stall came in those 6 s (on RabbitMQ + PostgreSQL, six runs of
+there the 7th slowest of 600 decided it, and whether a stall came in those 6 s (on RabbitMQ + PostgreSQL, six runs of
 a minute in a row on 2026-11-24 had a p99 of 31-62 ms, and 6 s windows of 26-140 ms). The hub sees each input as it
 lands (inotify; it also lists the drop folders every 200 ms, its default), and the work queue keeps its default (a
 worker is woken at once by work its hub commits, the worker process's through a pipe, and looks every 50 ms for the
@@ -86,7 +86,7 @@ BACKLOG = 1500  # messages in each throughput run
 BACKLOG_RUNS = 3  # throughput runs, one after the other on the same hub: the median counts
 STEADY_RATE = 100.0  # messages per second in the latency run (the target's rate)
 SLOW_RATE = 25.0  # and again at a rate this machine's hub keeps up with, for the latency without a queue
-# A minute: 6,000 messages at 100/s, so that the p99 is the 60th slowest, not the 6th. Runs of 6 s (until
+# A minute: 6,000 messages at 100/s, so that the p99 is the 61st slowest, not the 7th. Runs of 6 s (until
 # 2026-11-24) gave a p99 that one disk flush stall decided: at 100/s a stall of 100 ms holds up 10-20 messages.
 STEADY_SECONDS = 60.0
 WINDOW_SECONDS = 6.0  # and the worst p99 of the minute's 6 s windows, as such a run would have measured it
@@ -321,12 +321,12 @@ class RunningHub:
 
 @dataclass(frozen=True)
 class Latencies:
-    """A steady run's latencies in ms, each by the second of the run its message was dropped in."""
+    """A steady run's latencies in ms, each with when its message was dropped (seconds after the run's first)."""
 
     by_drop: list[tuple[float, float]]
 
     @property
-    def sorted(self) -> list[float]:
+    def in_order(self) -> list[float]:
         return sorted(latency for _at, latency in self.by_drop)
 
     def worst_window_p99(self) -> float:
@@ -350,10 +350,11 @@ def steady_latencies(hub: RunningHub, mix: Mix, rate: float) -> Latencies:
 
 
 class MachineWatch:
-    """While a latency run lasts: how busy this machine's cores were, and the slowest fsync on the disk of var/ (a
-    probe writes and syncs a small file there every 50 ms). A commit waits for its fsync on PostgreSQL (and a publish
-    for the broker's on RabbitMQ): on this machine's virtual disk one in a while took 70-250 ms under load (none
-    over 15 ms idle), and every message on its way meanwhile waited as long. Both tell a slow run's cause."""
+    """While a latency run lasts: how busy this machine's cores were, and the slowest fsync on the disk of var/ and
+    how many stalled (a probe writes and syncs a small file there every 50 ms). A commit waits for its fsync on
+    PostgreSQL (and a publish for the broker's on RabbitMQ): on this machine's virtual disk one in a while took
+    70-250 ms under load (none over 15 ms idle), and every message on its way meanwhile waited as long. Both tell a
+    slow run's cause."""
 
     PROBE_EVERY_SECONDS = 0.05
     STALL_MS = 40  # an fsync this slow is a stall (idle, none took over 20 ms)
@@ -468,7 +469,7 @@ def measure(backend: Backend, mix: Mix) -> list[Result]:
                f"{1e6 / floor:,.0f} µs"),
     ]
     for rate, (run, steady_cpu, watch) in latencies.items():
-        found = run.sorted
+        found = run.in_order
         target = f" (target < {TARGET_P99_MS} ms)" if rate == STEADY_RATE else ""
         note = f"{verdict(p99(found) < TARGET_P99_MS)}; " if target else ""
         over = sum(latency >= TARGET_P99_MS for latency in found)
