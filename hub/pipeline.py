@@ -759,7 +759,7 @@ class Pipeline:
         self.store.set_state(
             conn, row.id, "rejected", str(err),
             error_code=err.code, error_field=err.field, error_message=err.message,
-            message_id=err.message_id, message_type=err.message_type, **({"family": known.family} if known else {}),
+            message_id=err.message_id, message_type=err.message_type, family=known.family if known else row.family,
         )
         said.append((logging.WARNING, "rejected %s/in/%s (%s): %s", (row.partner, row.file_name, row.id, err)))
         if envelope is not None:
