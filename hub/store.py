@@ -116,9 +116,10 @@ events = Table(
 # and its count (count_events) reads that index alone, not the whole history, at every scrape.
 RETRY_EVENT = "retry"  # a failed attempt that will be tried again
 RECEIPT_TIMEOUT_EVENT = "receipt-timeout"  # a receipt that did not come in time (a resend follows, or parking)
-for _counted in (RETRY_EVENT, RECEIPT_TIMEOUT_EVENT):
-    Index(f"ix_events_{_counted.replace('-', '_')}", events.c.event, postgresql_where=events.c.event == _counted,
-          sqlite_where=events.c.event == _counted)
+for _event in (RETRY_EVENT, RECEIPT_TIMEOUT_EVENT):
+    Index(f"ix_events_{_event.replace('-', '_')}", events.c.event, postgresql_where=events.c.event == _event,
+          sqlite_where=events.c.event == _event)
+del _event
 
 conversations = Table(
     "conversations",
