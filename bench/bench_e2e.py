@@ -23,8 +23,10 @@ deliveries too (traced on 2026-11-24: both waited 110 ms at once). On this VM's 
 hub's, or a plain loop of fdatasync at 200-800 a second), stalls of 40-150 ms came a few times a minute, against none
 over 20 ms in 30 s of the probe alone: read a run's p99 beside its fsyncs. The p99 is the minute's (at 100/s the 61st
 slowest of 6,000); beside it, the worst p99 of its 6 s windows, which is what runs of 6 s measured until 2026-11-24:
-there the 7th slowest of 600 decided it, and whether a stall came in those 6 s (on RabbitMQ + PostgreSQL, six runs of
-a minute in a row on 2026-11-24 had a p99 of 31-62 ms, and 6 s windows of 26-140 ms). The hub sees each input as it
+there the 7th slowest of 600 decided it, and whether a stall came in those 6 s. The machine counts as much: on
+RabbitMQ + PostgreSQL, six runs of a minute in a row on an Intel Xeon VM (2026-11-24, 06:25 UTC) had a p99 of 31-62 ms
+(6 s windows of 26-140 ms; p50 16-17 ms), and fourteen on an AMD EPYC one two hours later 18-39 ms (p50 8-14 ms) but
+for one minute of disk stalls (13 fsyncs over 40 ms, the slowest 576 ms): 341 ms. The hub sees each input as it
 lands (inotify; it also lists the drop folders every 200 ms, its default), and the work queue keeps its default (a
 worker is woken at once by work its hub commits, the worker process's through a pipe, and looks every 50 ms for the
 rest: looking every 10 ms cost more CPU than it saved waiting, and every backend's p99 at 100/s was worse for it; on
