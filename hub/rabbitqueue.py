@@ -28,8 +28,9 @@ Topology, all quorum queues on the default exchange, names under queue.name_pref
   a few at a time: the hub's CPU a message went from 10.9-11.7 to 9.5-10.2 ms and the machine from 90-92 to 78-84 %
   busy, the median of 9 runs' p50 from 71 to 64 ms and of their p99 from 162 to 144 ms (measured side by side on
   this 2-core machine, 2026-11-23). A backlog fills the first worker's prefetch at once, and every worker shares it.
-  At 100 inputs a second the first worker is then busy most of the time (2026-11-24, traced: 10 ms a message that
-  comes alone, 3.6 of them in the decision's transaction), so a slow commit queues the next few; yet a prefetch of 16
+  At 100 inputs a second on an Intel Xeon VM the first worker was then busy most of the time (2026-11-24, traced: 10
+  ms a message that comes alone, 3.6 of them in the decision's transaction; on an AMD EPYC one, with 1.7 times the
+  CPU, it spent 4.7 ms of CPU a message and was half busy), so a slow commit queues the next few; yet a prefetch of 16
   or 32 (one or two messages: the overflow goes to the second worker at once) gave no better p99 over 30 s in three
   runs each, side by side (103/59/39 and 65/47/44 ms, against 61/44/31 with the default 128).
 - PREFIX.retry.<ms>ms: one per retry tier, with a per-queue x-message-ttl and dead-lettering back to work.
